@@ -1,0 +1,67 @@
+# mxpush - run `make help` for the targets.
+# Needs only Python 3.11+ and make: every tool is installed into .venv by the first target.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed
+
+export PYTHONPATH := $(CURDIR)/layers/mxpush:$(CURDIR)/local
+# sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv machines have it this way.
+SAM_PYENV := PYENV_VERSION=3.13.0:3.12.1:3.11.7
+
+.PHONY: help venv run test lint typecheck pytest bench validate build e2e clean
+
+help:
+	@echo "make run       - run the whole gateway on http://127.0.0.1:3000 (local mode)"
+	@echo "make test      - lint, type-check and run the tests"
+	@echo "make bench     - benchmarks (cold-start imports, notify path)"
+	@echo "make validate  - sam validate --lint (template)"
+	@echo "make build     - sam build (arm64, python3.13)"
+	@echo "make e2e       - a real Synapse drives local mode"
+
+$(STAMP): requirements-dev.txt layers/mxpush/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m mxpush_local
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/cfn-lint template.yaml
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(VENV)/bin/pytest -n 2
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+$(SAM_STAMP): requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-sam.txt
+	@touch $(SAM_STAMP)
+
+validate: $(SAM_STAMP)
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
+
+build: $(SAM_STAMP)
+	$(SAM_PYENV) SAM_CLI_TELEMETRY=0 $(SAM) build
+
+e2e: $(STAMP)
+	$(VENV)/bin/pytest tests/e2e -p no:xdist -v
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

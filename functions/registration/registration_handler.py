@@ -1,0 +1,124 @@
+"""The registration API (`/api/v1/pushkeys...`) and the API's catch-all route.
+
+Thin: authenticate, parse, call `mxpush.registration`, shape the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mxpush import wiring
+from mxpush.auth import Authenticator, Caller
+from mxpush.errors import ApiError, ServiceUnavailable, StoreUnavailable
+from mxpush.http_api import (
+    Request,
+    Router,
+    empty_response,
+    error_response,
+    json_response,
+)
+from mxpush.model import Outcome
+from mxpush.notification import load_json
+from mxpush.registration import (
+    RegistrationContext,
+    describe,
+    get_registration,
+    list_deliveries,
+    list_registrations,
+    register,
+    send_test_push,
+    unregister,
+)
+
+logger = Logger(service="mxpush")
+router = Router()
+PUSHKEYS = "/api/v1/pushkeys"
+ONE_PUSHKEY = PUSHKEYS + "/{pushkey}"
+
+
+def context() -> RegistrationContext:
+    return RegistrationContext(
+        store=wiring.store(),
+        scheduler=wiring.scheduler(),
+        matrix=wiring.matrix_client(),
+        http=wiring.outbound_http(),
+        policy=wiring.target_policy(),
+        settings=wiring.settings(),
+        clock=wiring.clock,
+    )
+
+
+def authenticate(request: Request, homeserver_hint: Any = None) -> Caller:
+    settings = wiring.settings()
+    authenticator = Authenticator(
+        admin_token=wiring.admin_token(),
+        allowed_homeservers=settings.allowed_homeservers,
+        matrix=wiring.matrix_client(),
+    )
+    hint = homeserver_hint if isinstance(homeserver_hint, str) else request.query.get("homeserver")
+    return authenticator.authenticate(request.headers.get("authorization"), hint)
+
+
+@router.route("POST", PUSHKEYS)
+def create(request: Request) -> dict[str, Any]:
+    body = load_json(request.body) if request.body else None
+    hint = body.get("homeserver") if isinstance(body, dict) else None
+    caller = authenticate(request, hint)
+    gateway_url = wiring.settings().public_url or request.base_url() or ""
+    return json_response(201, register(body, caller, context(), gateway_url=gateway_url))
+
+
+@router.route("GET", PUSHKEYS)
+def list_all(request: Request) -> dict[str, Any]:
+    return json_response(200, list_registrations(authenticate(request), context()))
+
+
+@router.route("GET", ONE_PUSHKEY)
+def get_one(request: Request) -> dict[str, Any]:
+    ctx = context()
+    registration = get_registration(request.path_params["pushkey"], authenticate(request), ctx)
+    return json_response(200, describe(registration, ctx.settings))
+
+
+@router.route("DELETE", ONE_PUSHKEY)
+def delete_one(request: Request) -> dict[str, Any]:
+    warnings = unregister(request.path_params["pushkey"], authenticate(request), context())
+    for warning in warnings:
+        logger.warning("unregister", extra={"warning": warning})
+    return empty_response(204)
+
+
+@router.route("POST", ONE_PUSHKEY + "/test")
+def test_push(request: Request) -> dict[str, Any]:
+    result = send_test_push(request.path_params["pushkey"], authenticate(request), context())
+    if result.outcome is Outcome.DELIVERED:
+        return json_response(200, {"outcome": result.outcome.value})
+    return json_response(
+        502,
+        {
+            "errcode": "M_UNKNOWN",
+            "error": result.reason or "the backend did not take the push",
+            "outcome": result.outcome.value,
+        },
+    )
+
+
+@router.route("GET", ONE_PUSHKEY + "/deliveries")
+def deliveries(request: Request) -> dict[str, Any]:
+    return json_response(
+        200, list_deliveries(request.path_params["pushkey"], authenticate(request), context())
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        return router.dispatch(Request.from_event(event))
+    except ApiError as exc:
+        return error_response(exc)
+    except StoreUnavailable as exc:
+        logger.error("store unavailable", extra={"reason": str(exc)})  # noqa: TRY400 - an outage, not a bug: no traceback
+        return error_response(ServiceUnavailable("storage is unavailable; retry later"))

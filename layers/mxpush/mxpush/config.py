@@ -1,0 +1,114 @@
+"""Settings read from the environment, once per container.
+
+Local mode sets the same variables the SAM template sets on AWS, so the handlers cannot tell
+the two apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from mxpush.errors import ConfigError
+
+DEFAULT_DELAY_SECONDS = 25
+MAX_DELAY_SECONDS = 3600
+DEFAULT_LOG_RETENTION_DAYS = 7
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    state_machine_arn: str
+    region: str
+    default_delay_seconds: int = DEFAULT_DELAY_SECONDS
+    allowed_homeservers: tuple[str, ...] = ()
+    allow_private_targets: bool = False
+    # The operator token itself (local mode), or the name of an SSM SecureString holding it (AWS).
+    admin_token: str | None = None
+    admin_token_parameter: str | None = None
+    # Base URL Synapse should use to reach this gateway; derived from the request when unset.
+    public_url: str | None = None
+    log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            table_name=env.get("MXPUSH_TABLE_NAME", "mxpush"),
+            state_machine_arn=env.get("MXPUSH_STATE_MACHINE_ARN", ""),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            default_delay_seconds=_int(
+                env, "MXPUSH_DELAY_SECONDS", DEFAULT_DELAY_SECONDS, 0, MAX_DELAY_SECONDS
+            ),
+            allowed_homeservers=parse_homeservers(env.get("MXPUSH_ALLOWED_HOMESERVERS", "")),
+            allow_private_targets=_bool(env, "MXPUSH_ALLOW_PRIVATE_TARGETS", default=False),
+            admin_token=env.get("MXPUSH_ADMIN_TOKEN") or None,
+            admin_token_parameter=env.get("MXPUSH_ADMIN_TOKEN_PARAMETER") or None,
+            public_url=_public_url(env.get("MXPUSH_PUBLIC_URL", "")),
+            log_retention_days=_int(
+                env, "MXPUSH_LOG_RETENTION_DAYS", DEFAULT_LOG_RETENTION_DAYS, 1, 365
+            ),
+        )
+
+
+def normalize_base_url(url: str) -> str:
+    """`HTTPS://Matrix.Example.org/` -> `https://matrix.example.org` (for exact comparisons)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) base URL: {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a base URL has no query or fragment: {url!r}")
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{path}"
+
+
+def parse_homeservers(value: str) -> tuple[str, ...]:
+    result: list[str] = []
+    for raw in value.split(","):
+        if not raw.strip():
+            continue
+        try:
+            result.append(normalize_base_url(raw))
+        except ValueError as exc:
+            raise ConfigError(f"MXPUSH_ALLOWED_HOMESERVERS: {exc}") from exc
+    return tuple(result)
+
+
+def _public_url(value: str) -> str | None:
+    if not value.strip():
+        return None
+    try:
+        return normalize_base_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"MXPUSH_PUBLIC_URL: {exc}") from exc
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")

@@ -1,0 +1,408 @@
+"""The registration API's domain: register a backend target, list, get, delete, test, log.
+
+Callers are the operator (sees everything) or Matrix users (see only their own registrations;
+someone else's pushkey answers 404, as if it did not exist).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mxpush.auth import Caller
+from mxpush.backends import BACKENDS
+from mxpush.backends.base import Backend, Rejected
+from mxpush.config import MAX_DELAY_SECONDS, Settings, normalize_base_url
+from mxpush.errors import (
+    InvalidParam,
+    MissingParam,
+    NotFound,
+    OutboundError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UpstreamFailed,
+)
+from mxpush.homeserver import MatrixClient
+from mxpush.ids import log_ref, new_pushkey, registration_id
+from mxpush.model import DeliveryRecord, Outcome, Registration, RegistrationOptions, iso_time
+from mxpush.notification import MAX_APP_ID_CHARS, MAX_PUSHKEY_BYTES
+from mxpush.outbound import OutboundHttp
+from mxpush.render import check_click_url_template, render_test
+from mxpush.store import Removed
+from mxpush.urlsafety import TargetPolicy
+
+log = logging.getLogger(__name__)
+
+NOTIFY_PATH = "/_matrix/push/v1/notify"
+_TOP_LEVEL_FIELDS = frozenset(
+    {"backend", "target", "delay_seconds", "homeserver", "pusher", "options"}
+)
+_PUSHER_FIELDS = frozenset(
+    {"app_id", "app_display_name", "device_display_name", "lang", "format", "append", "profile_tag"}
+)
+_OPTION_FIELDS = frozenset({"click_url", "priority", "markdown", "include_content"})
+MAX_DELIVERY_ENTRIES = 100
+
+
+class RegistrationStore(Protocol):
+    def create_registration(self, registration: Registration) -> None: ...
+
+    def get_registration(self, rid: str) -> Registration | None: ...
+
+    def list_registrations(self, owner: str | None) -> list[Registration]: ...
+
+    def delete_registration(self, rid: str) -> Removed | None: ...
+
+    def list_deliveries(
+        self, rid: str, *, now: float, limit: int = 100
+    ) -> list[DeliveryRecord]: ...
+
+    def log_delivery(self, rid: str, record: DeliveryRecord) -> None: ...
+
+    def mark_rejected(self, rid: str, *, reason: str, now: float) -> None: ...
+
+
+class ExecutionStopper(Protocol):
+    def stop(self, name: str, *, cause: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RegistrationContext:
+    store: RegistrationStore
+    scheduler: ExecutionStopper
+    matrix: MatrixClient
+    http: OutboundHttp
+    policy: TargetPolicy
+    settings: Settings
+    clock: Callable[[], float]
+
+
+@dataclass(frozen=True)
+class TestResult:
+    outcome: Outcome
+    reason: str | None = None
+
+
+# --- Register -----------------------------------------------------------------------------------
+
+
+def register(
+    body: Any, caller: Caller, ctx: RegistrationContext, *, gateway_url: str
+) -> dict[str, Any]:
+    """Validate and store a registration; set the pusher on the homeserver when asked."""
+    if not isinstance(body, dict):
+        raise InvalidParam("body: must be a JSON object")
+    warnings = [
+        f"{key}: unknown field, ignored" for key in sorted(body) if key not in _TOP_LEVEL_FIELDS
+    ]
+
+    backend = _backend(body.get("backend"))
+    checked = backend.validate_target(_required(body, "target"), ctx.policy)
+    warnings += checked.warnings
+    delay = _delay(body.get("delay_seconds"))
+    options, option_warnings = _options(body.get("options"), backend)
+    warnings += option_warnings
+    homeserver = _homeserver(body.get("homeserver"), caller)
+
+    pushkey = new_pushkey()
+    pusher_request = body.get("pusher")
+    pusher, pusher_warnings = build_pusher(
+        pusher_request, backend, pushkey=pushkey, notify_url=gateway_url + NOTIFY_PATH
+    )
+    warnings += pusher_warnings
+    will_register = pusher_request is not None and not caller.operator
+    if pusher_request is not None and caller.operator:
+        warnings.append(
+            "pusher: not registered on a homeserver (the operator token is not a Matrix "
+            "token); send the returned 'pusher' to /_matrix/client/v3/pushers/set yourself"
+        )
+
+    registration = Registration(
+        rid=registration_id(pushkey),
+        pushkey=pushkey,
+        backend=backend.name,
+        target=checked.target,
+        app_id=str(pusher["app_id"]),
+        owner=caller.owner,
+        created_at=ctx.clock(),
+        delay_seconds=delay,
+        options=options,
+        homeserver=homeserver,
+        pusher=pusher,
+        pusher_registered=will_register,
+    )
+    ctx.store.create_registration(registration)
+    if will_register and caller.homeserver and caller.access_token:
+        try:
+            ctx.matrix.set_pusher(caller.homeserver, caller.access_token, pusher)
+        except UpstreamFailed:
+            # Do not leave a registration behind that the user believes failed.
+            ctx.store.delete_registration(registration.rid)
+            raise
+    log.info(
+        "registered",
+        extra={
+            "pushkey": log_ref(registration.rid),
+            "backend": backend.name,
+            "pusher_registered": will_register,
+        },
+    )
+    answer: dict[str, Any] = {
+        "pushkey": pushkey,
+        "app_id": registration.app_id,
+        "pusher": pusher,
+        "pusher_registered": will_register,
+    }
+    if warnings:
+        answer["warnings"] = warnings
+    return answer
+
+
+def build_pusher(
+    request: Any, backend: Backend, *, pushkey: str, notify_url: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The exact body for `/_matrix/client/v3/pushers/set`, with `data.url` at this gateway."""
+    if request is None:
+        request = {}
+    if not isinstance(request, dict):
+        raise InvalidParam("pusher: must be an object")
+    warnings = [
+        f"pusher.{key}: unknown field, ignored"
+        for key in sorted(request)
+        if key not in _PUSHER_FIELDS
+    ]
+    app_id = _optional_str(request, "pusher.app_id", "app_id") or backend.default_app_id
+    if len(app_id) > MAX_APP_ID_CHARS:
+        raise InvalidParam(f"pusher.app_id: must be at most {MAX_APP_ID_CHARS} characters")
+    data: dict[str, Any] = {"url": notify_url}
+    fmt = request.get("format")
+    if fmt is not None:
+        if fmt != "event_id_only":
+            raise InvalidParam('pusher.format: the only format is "event_id_only"')
+        data["format"] = fmt
+    append = request.get("append", False)
+    if not isinstance(append, bool):
+        raise InvalidParam("pusher.append: must be a boolean")
+    pusher: dict[str, Any] = {
+        "kind": "http",
+        "app_id": app_id,
+        "pushkey": pushkey,
+        "app_display_name": _optional_str(request, "pusher.app_display_name", "app_display_name")
+        or "mxpush",
+        "device_display_name": _optional_str(
+            request, "pusher.device_display_name", "device_display_name"
+        )
+        or f"mxpush ({backend.display_name})",
+        "lang": _optional_str(request, "pusher.lang", "lang") or "en",
+        "data": data,
+        "append": append,
+    }
+    profile_tag = _optional_str(request, "pusher.profile_tag", "profile_tag")
+    if profile_tag:
+        pusher["profile_tag"] = profile_tag
+    return pusher, warnings
+
+
+# --- Read, delete, test -------------------------------------------------------------------------
+
+
+def list_registrations(caller: Caller, ctx: RegistrationContext) -> dict[str, Any]:
+    owner = None if caller.operator else caller.owner
+    registrations = ctx.store.list_registrations(owner)
+    return {"pushkeys": [describe(r, ctx.settings) for r in registrations]}
+
+
+def get_registration(pushkey: str, caller: Caller, ctx: RegistrationContext) -> Registration:
+    if not pushkey or len(pushkey.encode("utf-8")) > MAX_PUSHKEY_BYTES:
+        raise NotFound("no such pushkey")
+    registration = ctx.store.get_registration(registration_id(pushkey))
+    if registration is None or not caller.may_see(registration.owner):
+        raise NotFound("no such pushkey")
+    return registration
+
+
+def describe(registration: Registration, settings: Settings) -> dict[str, Any]:
+    backend = BACKENDS.get(registration.backend)
+    target = (
+        backend.mask_target(registration.target)
+        if backend
+        else dict.fromkeys(registration.target, "****")
+    )
+    view: dict[str, Any] = {
+        "pushkey": registration.pushkey,
+        "backend": registration.backend,
+        "target": target,
+        "app_id": registration.app_id,
+        "delay_seconds": registration.delay_seconds,
+        "effective_delay_seconds": registration.effective_delay(settings.default_delay_seconds),
+        "options": registration.options.to_item(),
+        "owner": registration.owner,
+        "homeserver": registration.homeserver,
+        "pusher_registered": registration.pusher_registered,
+        "status": registration.status.value,
+        "created": iso_time(registration.created_at),
+    }
+    if registration.status_reason:
+        view["status_reason"] = registration.status_reason
+    return view
+
+
+def unregister(pushkey: str, caller: Caller, ctx: RegistrationContext) -> list[str]:
+    """Delete a registration, stop its pending deliveries, and remove the pusher the gateway set.
+
+    Returns warnings (the pusher could not be removed). Without the user's Matrix token the
+    pusher stays until Synapse's next notification, which is answered `rejected`; Synapse then
+    deletes it itself.
+    """
+    registration = get_registration(pushkey, caller, ctx)
+    removed = ctx.store.delete_registration(registration.rid)
+    if removed is None:
+        raise NotFound("no such pushkey")
+    for bid in removed.batch_ids:
+        try:
+            ctx.scheduler.stop(bid, cause="registration deleted")
+        except Exception:  # noqa: BLE001 - best effort: the sender finds no registration anyway
+            log.warning("could not stop a delivery of a deleted registration")
+    warnings: list[str] = []
+    if registration.pusher_registered:
+        if caller.access_token and caller.homeserver == registration.homeserver:
+            try:
+                ctx.matrix.remove_pusher(
+                    str(caller.homeserver), caller.access_token, registration.app_id, pushkey
+                )
+            except UpstreamFailed as exc:
+                warnings.append(f"pusher: could not be removed from the homeserver ({exc})")
+        else:
+            warnings.append(
+                "pusher: left on the homeserver (no Matrix token of its owner); Synapse "
+                "deletes it at its next notification, which is answered 'rejected'"
+            )
+    log.info("unregistered", extra={"pushkey": log_ref(registration.rid)})
+    return warnings
+
+
+def send_test_push(pushkey: str, caller: Caller, ctx: RegistrationContext) -> TestResult:
+    """Push a test message now, synchronously, and log it."""
+    registration = get_registration(pushkey, caller, ctx)
+    backend = BACKENDS.get(registration.backend)
+    if backend is None:
+        raise InvalidParam(f"backend {registration.backend!r} is no longer available")
+    now = ctx.clock()
+    try:
+        result = backend.send(render_test(), registration.target, registration.options, ctx.http)
+    except (TransientDeliveryError, PermanentDeliveryError, OutboundError) as exc:
+        outcome = TestResult(Outcome.FAILED, str(exc))
+    else:
+        if isinstance(result, Rejected):
+            outcome = TestResult(Outcome.REJECTED, result.reason)
+            ctx.store.mark_rejected(registration.rid, reason=result.reason, now=now)
+        else:
+            outcome = TestResult(Outcome.DELIVERED)
+    reason = "test push" + (f": {outcome.reason}" if outcome.reason else "")
+    ctx.store.log_delivery(
+        registration.rid,
+        DeliveryRecord(now, outcome.outcome, (), reason, batch_id=f"test{int(now * 1000)}"),
+    )
+    return outcome
+
+
+def list_deliveries(pushkey: str, caller: Caller, ctx: RegistrationContext) -> dict[str, Any]:
+    registration = get_registration(pushkey, caller, ctx)
+    records = ctx.store.list_deliveries(
+        registration.rid, now=ctx.clock(), limit=MAX_DELIVERY_ENTRIES
+    )
+    entries: list[dict[str, Any]] = []
+    for record in records:
+        entries += record.entries()
+    return {
+        "status": registration.status.value,
+        "deliveries": entries[:MAX_DELIVERY_ENTRIES],
+    }
+
+
+# --- Field validation ---------------------------------------------------------------------------
+
+
+def _required(body: Mapping[str, Any], key: str) -> Any:
+    if body.get(key) is None:
+        raise MissingParam(f"{key}: required")
+    return body[key]
+
+
+def _backend(value: Any) -> Backend:
+    if value is None:
+        raise MissingParam("backend: required")
+    if not isinstance(value, str) or value not in BACKENDS:
+        known = ", ".join(sorted(BACKENDS))
+        raise InvalidParam(f"backend: unknown backend {value!r} (known: {known})")
+    return BACKENDS[value]
+
+
+def _delay(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParam("delay_seconds: must be an integer")
+    if not 0 <= value <= MAX_DELAY_SECONDS:
+        raise InvalidParam(f"delay_seconds: must be between 0 and {MAX_DELAY_SECONDS}")
+    return value
+
+
+def _options(value: Any, backend: Backend) -> tuple[RegistrationOptions, list[str]]:
+    if value is None:
+        return RegistrationOptions(), []
+    if not isinstance(value, dict):
+        raise InvalidParam("options: must be an object")
+    warnings = [
+        f"options.{key}: unknown field, ignored"
+        for key in sorted(value)
+        if key not in _OPTION_FIELDS
+    ]
+    click = value.get("click_url")
+    if click is not None:
+        if not isinstance(click, str):
+            raise InvalidParam("options.click_url: must be a string")
+        try:
+            check_click_url_template(click)
+        except ValueError as exc:
+            raise InvalidParam(f"options.click_url: {exc}") from None
+    priority = value.get("priority") or {}
+    if not isinstance(priority, dict):
+        raise InvalidParam("options.priority: must be an object")
+    for key in ("markdown", "include_content"):
+        if key in value and not isinstance(value[key], bool):
+            raise InvalidParam(f"options.{key}: must be a boolean")
+    options = RegistrationOptions(
+        click_url=click,
+        priority=backend.validate_priority(priority),
+        markdown=value.get("markdown", False),
+        include_content=value.get("include_content", True),
+    )
+    return options, warnings
+
+
+def _homeserver(value: Any, caller: Caller) -> str | None:
+    if value is None:
+        return caller.homeserver
+    if not isinstance(value, str):
+        raise InvalidParam("homeserver: must be a string")
+    try:
+        homeserver = normalize_base_url(value)
+    except ValueError:
+        raise InvalidParam("homeserver: must be an http(s) base URL") from None
+    if caller.homeserver is not None and homeserver != caller.homeserver:
+        raise InvalidParam("homeserver: must be the homeserver your access token belongs to")
+    return homeserver
+
+
+def _optional_str(request: Mapping[str, Any], where: str, key: str) -> str | None:
+    value = request.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidParam(f"{where}: must be a non-empty string")
+    if len(value) > 256:
+        raise InvalidParam(f"{where}: must be at most 256 characters")
+    return value

@@ -1,0 +1,193 @@
+"""Turn a delivery batch into the title and text a person wants to see.
+
+Backend-neutral: every backend maps `PushMessage` onto its own fields.
+
+- DM (no room name): title = sender, text = message.
+- Room: title = room name, text = "sender: message".
+- Invite: "alice invited you to Room". Call: "Incoming call from alice".
+- Encrypted: "Encrypted message" (never ciphertext).
+- event_id_only pushers: a generic text; nothing is invented.
+- Several events: "3 new messages", showing the latest.
+"""
+
+from __future__ import annotations
+
+import enum
+import string
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from mxpush.events import EventSummary, Urgency
+from mxpush.model import Batch, RegistrationOptions
+
+DEFAULT_CLICK_URL = "https://matrix.to/#/{room_id}/{event_id}"
+CLICK_URL_FIELDS = frozenset({"room_id", "event_id", "sender"})
+_FORBIDDEN_CLICK_SCHEMES = ("javascript:", "data:", "vbscript:", "file:")
+
+_MSGTYPE_TEXT = {
+    "m.image": "sent an image",
+    "m.file": "sent a file",
+    "m.audio": "sent an audio message",
+    "m.video": "sent a video",
+    "m.location": "shared a location",
+}
+_EVENT_TYPE_TEXT = {
+    "m.sticker": "sent a sticker",
+    "m.poll.start": "started a poll",
+    "org.matrix.msc3381.poll.start": "started a poll",
+}
+
+
+class MessageKind(enum.StrEnum):
+    MESSAGE = "message"
+    CALL = "call"
+    INVITE = "invite"
+    TEST = "test"
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    title: str
+    body: str
+    urgency: Urgency
+    kind: MessageKind
+    click_url: str | None = None
+    event_id: str | None = None
+    room_id: str | None = None
+    room_name: str | None = None
+    sender: str | None = None
+    sender_name: str | None = None
+    count: int = 1
+    unread: int = 0
+    sound: str | None = None
+
+
+def render_batch(batch: Batch, options: RegistrationOptions) -> PushMessage:
+    latest = batch.latest
+    title, body = _single(latest, include_content=options.include_content)
+    kind = _kind(latest)
+    if batch.count > 1:
+        title, body = _coalesced(batch, title, body)
+        kind = MessageKind.MESSAGE if kind is MessageKind.INVITE else kind
+    return PushMessage(
+        title=title,
+        body=body,
+        urgency=batch.urgency,
+        kind=kind,
+        click_url=click_url(options.click_url, latest),
+        event_id=latest.event_id,
+        room_id=latest.room_id,
+        room_name=latest.room_name,
+        sender=latest.sender,
+        sender_name=latest.sender_name,
+        count=batch.count,
+        unread=latest.unread,
+        sound=latest.sound,
+    )
+
+
+def render_test() -> PushMessage:
+    return PushMessage(
+        title="mxpush test",
+        body="Your push gateway can reach this device.",
+        urgency=Urgency.HIGH,
+        kind=MessageKind.TEST,
+    )
+
+
+def click_url(template: str | None, event: EventSummary) -> str | None:
+    """Fill the click-URL template; None when the event has no room to point at."""
+    if not event.room_id:
+        return None
+    values = {
+        "room_id": quote(event.room_id, safe="!:@"),
+        "event_id": quote(event.event_id, safe="$:@"),
+        "sender": quote(event.sender or "", safe="@:"),
+    }
+    return (template or DEFAULT_CLICK_URL).format_map(values)
+
+
+def check_click_url_template(template: str) -> None:
+    """Raise ValueError unless `template` is a usable click-URL template."""
+    if len(template) > 500:
+        raise ValueError("must be at most 500 characters")
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"bad placeholder syntax ({exc})") from None
+    unknown = names - CLICK_URL_FIELDS
+    if unknown:
+        allowed = ", ".join("{" + n + "}" for n in sorted(CLICK_URL_FIELDS))
+        raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}} (allowed: {allowed})")
+    if ":" not in template.split("/", 1)[0]:
+        raise ValueError("must start with a URL scheme, e.g. https:// or element://")
+    if template.strip().lower().startswith(_FORBIDDEN_CLICK_SCHEMES):
+        raise ValueError("this URL scheme is not allowed")
+
+
+def _kind(event: EventSummary) -> MessageKind:
+    if event.is_call:
+        return MessageKind.CALL
+    if event.is_invite:
+        return MessageKind.INVITE
+    return MessageKind.MESSAGE
+
+
+def _who(event: EventSummary) -> str:
+    return event.sender_name or event.sender or "Someone"
+
+
+def _single(event: EventSummary, *, include_content: bool) -> tuple[str, str]:
+    if event.withheld:
+        return "New message", "You have a new message."
+    who = _who(event)
+    if event.is_call:
+        call = "Video call" if event.video else "Voice call"
+        return f"Incoming call from {who}", call + (
+            f" in {event.room_name}" if event.room_name else ""
+        )
+    if event.is_invite:
+        where = event.room_name or ("a direct chat" if event.is_direct else "a room")
+        return "Invitation", f"{who} invited you to {where}"
+    text = _text(event, include_content=include_content)
+    if event.room_name:
+        line = f"* {who} {text}" if _is_emote(event, include_content) else f"{who}: {text}"
+        return event.room_name, line
+    line = f"* {who} {text}" if _is_emote(event, include_content) else text
+    return who, line
+
+
+def _is_emote(event: EventSummary, include_content: bool) -> bool:
+    return include_content and event.msgtype == "m.emote" and bool(event.body)
+
+
+def _text(event: EventSummary, *, include_content: bool) -> str:
+    if event.is_encrypted:
+        return "Encrypted message"
+    if event.type in _EVENT_TYPE_TEXT:
+        return _EVENT_TYPE_TEXT[event.type or ""]
+    if event.type != "m.room.message":
+        return "New event" if event.type else "New message"
+    if event.msgtype in _MSGTYPE_TEXT:
+        return _MSGTYPE_TEXT[event.msgtype or ""]
+    if not include_content or not event.body:
+        return "New message"
+    return event.body
+
+
+def _coalesced(batch: Batch, single_title: str, single_body: str) -> tuple[str, str]:
+    latest = batch.latest
+    n = batch.count
+    if latest.withheld:
+        return f"{n} new messages", "You have new messages."
+    rooms = batch.room_ids
+    same_room = len(rooms) <= 1
+    if same_room and latest.room_name:
+        # single_body is already "alice: text".
+        return f"{latest.room_name}: {n} new messages", single_body
+    if same_room:
+        # A DM: the title is the sender, the body the latest message.
+        return f"{single_title}: {n} new messages", single_body
+    if latest.room_name:
+        return f"{n} new messages in {len(rooms)} rooms", f"{latest.room_name} · {single_body}"
+    return f"{n} new messages in {len(rooms)} rooms", f"{single_title}: {single_body}"

@@ -1,0 +1,101 @@
+"""Dependencies for the handlers, created on first use and kept for the warm container.
+
+Nothing here runs at import time: a handler module imports this cheaply, and tests or local
+mode can start moto first. `reset()` drops everything (tests, local mode restarts).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import TYPE_CHECKING
+
+from mxpush.config import Settings
+from mxpush.homeserver import MatrixClient
+from mxpush.outbound import OutboundHttp
+from mxpush.scheduler import StepFunctionsScheduler
+from mxpush.store import DynamoStore
+from mxpush.urlsafety import TargetPolicy
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+
+def clock() -> float:
+    return time.time()
+
+
+@functools.cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@functools.cache
+def store() -> DynamoStore:
+    s = settings()
+    return DynamoStore(s.table_name, s.region, log_retention_days=s.log_retention_days)
+
+
+@functools.cache
+def scheduler() -> StepFunctionsScheduler:
+    return StepFunctionsScheduler(_sfn_client(), settings().state_machine_arn)
+
+
+@functools.cache
+def target_policy() -> TargetPolicy:
+    return TargetPolicy(allow_private=settings().allow_private_targets)
+
+
+@functools.cache
+def outbound_http() -> OutboundHttp:
+    """For backend targets: users' URLs, under the target policy."""
+    return OutboundHttp(target_policy())
+
+
+@functools.cache
+def matrix_client() -> MatrixClient:
+    """For homeservers: the operator's URLs, which may be private."""
+    return MatrixClient(OutboundHttp(TargetPolicy(allow_private=True)), clock=clock)
+
+
+@functools.cache
+def admin_token() -> str | None:
+    """The operator token: from the environment (local mode) or an SSM SecureString (AWS)."""
+    s = settings()
+    if s.admin_token:
+        return s.admin_token
+    if not s.admin_token_parameter:
+        return None
+    response = _ssm_client().get_parameter(Name=s.admin_token_parameter, WithDecryption=True)
+    value = response.get("Parameter", {}).get("Value")
+    return value or None
+
+
+def reset() -> None:
+    for cached in (
+        settings,
+        store,
+        scheduler,
+        target_policy,
+        outbound_http,
+        matrix_client,
+        admin_token,
+    ):
+        cached.cache_clear()
+
+
+def _sfn_client() -> SFNClient:
+    import boto3  # noqa: PLC0415 - only the functions that schedule pay for boto3
+    from botocore.config import Config  # noqa: PLC0415
+
+    config = Config(
+        connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
+    )
+    return boto3.client("stepfunctions", region_name=settings().region, config=config)
+
+
+def _ssm_client() -> SSMClient:
+    import boto3  # noqa: PLC0415
+
+    return boto3.client("ssm", region_name=settings().region)

@@ -1,0 +1,195 @@
+"""AWS in-process, with moto: the template's table, and the template's state machine run by
+moto's ASL interpreter, its Lambda tasks dispatched to the real handler functions.
+
+Only one `LocalAws` may run per process (moto patches botocore process-wide).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+from moto import mock_aws
+from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.dynamodb.responses import DynamoHandler
+
+from mxpush_local.template import FunctionSpec, Template
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+log = logging.getLogger("mxpush_local")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def function_arn(logical_id: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+
+
+@dataclass
+class FakeLambdaContext:
+    """The attributes of the Lambda context object the handlers (powertools) read."""
+
+    function_name: str
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    deadline: float = field(default_factory=lambda: time.time() + 30)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return function_arn(self.function_name)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.time()) * 1000))
+
+
+class Functions:
+    """The template's Lambda handlers, imported from their CodeUri as Lambda would."""
+
+    def __init__(self, specs: Mapping[str, FunctionSpec]) -> None:
+        self.specs = dict(specs)
+        self._handlers: dict[str, Handler] = {}
+        # Fault injection for tests: logical id -> callable run before the handler.
+        self.before_invoke: dict[str, Callable[[dict[str, Any]], None]] = {}
+
+    def handler(self, logical_id: str) -> Handler:
+        if logical_id not in self._handlers:
+            spec = self.specs[logical_id]
+            module_name, _, function_name = spec.handler.rpartition(".")
+            module = _import_file(module_name, spec.code_uri / f"{module_name}.py")
+            self._handlers[logical_id] = getattr(module, function_name)
+        return self._handlers[logical_id]
+
+    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        hook = self.before_invoke.get(logical_id)
+        if hook is not None:
+            hook(event)
+        return self.handler(logical_id)(event, FakeLambdaContext(logical_id))
+
+
+class LocalAws:
+    """moto's DynamoDB and Step Functions, set up from the template."""
+
+    def __init__(self, template: Template, *, table_name: str = "mxpush") -> None:
+        self.template = template
+        self.table_name = table_name
+        self.functions = Functions(template.functions)
+        self.state_machine_arn = ""
+        self._mock = mock_aws(
+            config={
+                "stepfunctions": {"execute_state_machine": True},
+                "lambda": {"use_docker": False},
+            }
+        )
+        self._saved_invoke: Any = None
+        self._saved_call_action: Any = None
+        self.lambda_invocations: list[tuple[str, dict[str, Any]]] = []
+
+    def start(self) -> None:
+        self._mock.start()
+        self._patch_lambda()
+        self._serialize_dynamodb()
+        self._create_table()
+        self._create_state_machine()
+
+    def stop(self) -> None:
+        self._mock.stop()
+        if self._saved_invoke is not None:
+            LambdaSimpleBackend.invoke = self._saved_invoke  # type: ignore[method-assign]
+        if self._saved_call_action is not None:
+            DynamoHandler.call_action = self._saved_call_action  # type: ignore[method-assign]
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def _create_table(self) -> None:
+        props = self.template.table_properties
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if props.get("GlobalSecondaryIndexes"):
+            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        client = boto3.client("dynamodb", region_name=REGION)
+        client.create_table(**kwargs)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            client.update_time_to_live(TableName=self.table_name, TimeToLiveSpecification=ttl)
+
+    def _create_state_machine(self) -> None:
+        spec = self.template.state_machine
+        definition = spec.definition_path.read_text(encoding="utf-8")
+        for name, logical_id in spec.function_substitutions.items():
+            definition = definition.replace("${" + name + "}", function_arn(logical_id))
+        json.loads(definition)  # fail here, clearly, if a substitution was missed
+        client = boto3.client("stepfunctions", region_name=REGION)
+        self.state_machine_arn = client.create_state_machine(
+            name=spec.logical_id,
+            definition=definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/{spec.logical_id}Role",
+            type="STANDARD",
+        )["stateMachineArn"]
+
+    def _patch_lambda(self) -> None:
+        functions = self.functions
+        invocations = self.lambda_invocations
+
+        def invoke(  # noqa: PLR0917 - moto's signature
+            backend: Any,
+            function_name: str,
+            qualifier: str | None,
+            body: Any,
+            headers: Any,
+            response_headers: dict[str, str],
+        ) -> bytes:
+            logical_id = function_name.rsplit(":", 1)[-1]
+            event = json.loads(body or "{}")
+            invocations.append((logical_id, event))
+            try:
+                result = functions.invoke(logical_id, event)
+            except Exception as exc:  # noqa: BLE001 - reported to the state machine as Lambda does
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps(
+                    {"errorType": type(exc).__name__, "errorMessage": str(exc), "stackTrace": []}
+                ).encode()
+            return json.dumps(result).encode()
+
+        self._saved_invoke = LambdaSimpleBackend.invoke
+        LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign,assignment]
+
+    def _serialize_dynamodb(self) -> None:
+        """moto's DynamoDB is not atomic across threads; real DynamoDB is. The state machine runs
+        in its own threads, so make each DynamoDB request atomic, as it is on AWS."""
+        lock = threading.RLock()
+        original = DynamoHandler.call_action
+
+        def call_action(handler: Any) -> Any:
+            with lock:
+                return original(handler)
+
+        self._saved_call_action = original
+        DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def _import_file(module_name: str, path: Path) -> ModuleType:
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,312 @@
+"""The whole gateway on 127.0.0.1: the template's routes in front of the real handlers, as
+API Gateway HTTP API (payload format 2.0) events, with AWS from `LocalAws`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from mxpush_local.aws import REGION, LocalAws
+from mxpush_local.template import Route, load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+# API Gateway answers requests larger than its limit itself.
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+log = logging.getLogger("mxpush_local")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    port: int = 3000
+    admin_token: str = ""
+    delay_seconds: int = 25
+    allowed_homeservers: str = ""
+    allow_private_targets: bool = True
+    # Print one line per HTTP request.
+    access_log: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LocalSettings:
+        def flag(name: str, default: bool) -> bool:
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                return default
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+
+        delay = env.get("MXPUSH_DELAY_SECONDS", "").strip()
+        port = env.get("PORT", "").strip()
+        return cls(
+            port=int(port) if port else 3000,
+            admin_token=env.get("MXPUSH_ADMIN_TOKEN", ""),
+            delay_seconds=int(delay) if delay else 25,
+            allowed_homeservers=env.get("MXPUSH_ALLOWED_HOMESERVERS", ""),
+            allow_private_targets=flag("MXPUSH_ALLOW_PRIVATE_TARGETS", True),
+        )
+
+
+@dataclass(frozen=True)
+class _CompiledRoute:
+    route: Route
+    function: str
+    pattern: re.Pattern[str] | None
+    # Higher is more specific: API Gateway prefers exact paths, then fewer variables.
+    rank: tuple[int, int, int]
+
+
+class LocalGateway:
+    """Start with `start()`; `url` is then where it listens. `stop()` undoes everything."""
+
+    def __init__(self, settings: LocalSettings, *, template_path: Path = TEMPLATE) -> None:
+        self.settings = settings
+        self.admin_token = settings.admin_token or secrets.token_urlsafe(24)
+        self.generated_admin_token = not settings.admin_token
+        self.template = load_template(template_path)
+        self.aws = LocalAws(self.template)
+        self._routes = self._compile_routes()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("not started")
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def start(self) -> None:
+        # Bind first: the public URL (for pushers) needs the real port when PORT=0.
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.settings.port), self._request_class())
+        self._server.daemon_threads = True
+        self.aws.start()
+        self._set_environment()
+        from mxpush import wiring  # noqa: PLC0415 - after the environment is set
+
+        wiring.reset()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="mxpush-http", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.aws.stop()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        from mxpush import wiring  # noqa: PLC0415
+
+        wiring.reset()
+
+    def environment(self) -> dict[str, str]:
+        """What the template sets on AWS (as parameters and resources), for local mode."""
+        s = self.settings
+        return {
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "MXPUSH_TABLE_NAME": self.aws.table_name,
+            "MXPUSH_STATE_MACHINE_ARN": self.aws.state_machine_arn,
+            "MXPUSH_DELAY_SECONDS": str(s.delay_seconds),
+            "MXPUSH_ALLOWED_HOMESERVERS": s.allowed_homeservers,
+            "MXPUSH_ALLOW_PRIVATE_TARGETS": "true" if s.allow_private_targets else "false",
+            "MXPUSH_ADMIN_TOKEN": self.admin_token,
+            "MXPUSH_ADMIN_TOKEN_PARAMETER": "",
+            "MXPUSH_PUBLIC_URL": self.url,
+            "POWERTOOLS_SERVICE_NAME": "mxpush",
+        }
+
+    # --- HTTP -> API Gateway event -> handler --------------------------------------------------
+
+    def handle(
+        self, method: str, raw_url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request through the route table and a handler, as API Gateway would."""
+        parts = urlsplit(raw_url)
+        path = parts.path or "/"
+        match = self._match(method, path)
+        if match is None:
+            return 404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}'
+        compiled, params = match
+        event = self._event(
+            method,
+            path=path,
+            query=parts.query,
+            headers=headers,
+            body=body,
+            route=compiled.route,
+            params=params,
+        )
+        result = self.aws.functions.invoke(compiled.function, event)
+        return _proxy_response(result)
+
+    def _match(self, method: str, path: str) -> tuple[_CompiledRoute, dict[str, str]] | None:
+        candidates = []
+        for compiled in self._routes:
+            if compiled.pattern is None:
+                continue
+            if compiled.route.method not in ("ANY", method):
+                continue
+            found = compiled.pattern.match(path)
+            if found:
+                candidates.append((compiled, found.groupdict()))
+        if candidates:
+            return max(candidates, key=lambda c: c[0].rank)
+        default = [c for c in self._routes if c.pattern is None]
+        return (default[0], {}) if default else None
+
+    def _compile_routes(self) -> list[_CompiledRoute]:
+        routes = []
+        for spec in self.template.functions.values():
+            for route in spec.routes:
+                if route.path == "$default":
+                    routes.append(_CompiledRoute(route, spec.logical_id, None, (0, 0, 0)))
+                    continue
+                variables = re.findall(r"\{(\w+)\+?\}", route.path)
+                greedy = "+}" in route.path
+                regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(route.path))
+                regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
+                rank = (0 if greedy else 1, -len(variables), 1 if route.method != "ANY" else 0)
+                routes.append(
+                    _CompiledRoute(route, spec.logical_id, re.compile(f"^{regex}$"), rank)
+                )
+        return routes
+
+    def _event(
+        self,
+        method: str,
+        *,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        route: Route,
+        params: dict[str, str],
+    ) -> dict[str, Any]:
+        route_key = "$default" if route.path == "$default" else f"{route.method} {route.path}"
+        lowered = {k.lower(): v for k, v in headers.items()}
+        now = time.time()
+        event: dict[str, Any] = {
+            "version": "2.0",
+            "routeKey": route_key,
+            "rawPath": path,
+            "rawQueryString": query,
+            "headers": lowered,
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "local",
+                "domainName": lowered.get("host", "127.0.0.1").split(":")[0],
+                "domainPrefix": "local",
+                "http": {
+                    "method": method,
+                    "path": path,
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": "127.0.0.1",
+                    "userAgent": lowered.get("user-agent", ""),
+                },
+                "requestId": str(uuid.uuid4()),
+                "routeKey": route_key,
+                "stage": "$default",
+                "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "timeEpoch": int(now * 1000),
+            },
+            "isBase64Encoded": False,
+        }
+        if query:
+            event["queryStringParameters"] = dict(parse_qsl(query, keep_blank_values=True))
+        if params:
+            event["pathParameters"] = params
+        if body:
+            try:
+                event["body"] = body.decode("utf-8")
+            except UnicodeDecodeError:
+                event["body"] = base64.b64encode(body).decode("ascii")
+                event["isBase64Encoded"] = True
+        return event
+
+    def _set_environment(self) -> None:
+        for name, value in self.environment().items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def _request_class(self) -> type[BaseHTTPRequestHandler]:
+        gateway = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "mxpush-local"
+
+            def _serve(self) -> None:
+                started = time.perf_counter()
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_REQUEST_BYTES:
+                    self._reply(
+                        413,
+                        {"Content-Type": "application/json"},
+                        b'{"message":"Request Entity Too Large"}',
+                    )
+                    return
+                body = self.rfile.read(length) if length else b""
+                try:
+                    status, headers, payload = gateway.handle(
+                        self.command, self.path, dict(self.headers.items()), body
+                    )
+                except Exception:
+                    # What API Gateway answers when the Lambda function fails.
+                    log.exception("handler failed")
+                    status, headers, payload = (
+                        500,
+                        {"Content-Type": "application/json"},
+                        b'{"message":"Internal Server Error"}',
+                    )
+                self._reply(status, headers, payload)
+                if gateway.settings.access_log:
+                    elapsed = (time.perf_counter() - started) * 1000
+                    print(
+                        f"{self.command} {urlsplit(self.path).path} {status} {elapsed:.1f}ms",
+                        flush=True,
+                    )
+
+            def _reply(self, status: int, headers: Mapping[str, str], payload: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("content-length", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve  # noqa: N815
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # our own access line is printed in _serve
+
+        return RequestHandler
+
+
+def _proxy_response(result: Any) -> tuple[int, dict[str, str], bytes]:
+    """Interpret a Lambda proxy result (payload format 2.0) as API Gateway does."""
+    if not isinstance(result, dict) or "statusCode" not in result:
+        return 200, {"Content-Type": "application/json"}, json.dumps(result).encode()
+    body = result.get("body") or ""
+    payload = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode()
+    headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+    return int(result["statusCode"]), headers, payload

@@ -1,0 +1,102 @@
+"""Read what local mode needs from `template.yaml`, so local mode runs what would be deployed:
+the functions and their HTTP routes, the state machine's definition and substitutions, and the
+table definition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """A YAML loader that understands CloudFormation's short tags (`!Ref`, `!GetAtt`, ...)."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str  # "ANY" or an HTTP method
+    path: str  # "/a/{b}" or "$default"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    code_uri: Path
+    handler: str  # "module.function"
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True)
+class StateMachineSpec:
+    logical_id: str
+    definition_path: Path
+    # Substitution name -> logical id of the function whose ARN it is.
+    function_substitutions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Template:
+    root: Path
+    functions: dict[str, FunctionSpec]
+    state_machine: StateMachineSpec
+    table_properties: dict[str, Any]
+
+
+def load_template(path: Path) -> Template:
+    document = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    resources: dict[str, Any] = document["Resources"]
+    root = path.parent
+    functions: dict[str, FunctionSpec] = {}
+    state_machine: StateMachineSpec | None = None
+    table: dict[str, Any] | None = None
+    for logical_id, resource in resources.items():
+        kind = resource.get("Type")
+        props = resource.get("Properties") or {}
+        if kind == "AWS::Serverless::Function":
+            routes = tuple(
+                Route(method=str(e["Properties"]["Method"]).upper(), path=e["Properties"]["Path"])
+                for e in (props.get("Events") or {}).values()
+                if e.get("Type") == "HttpApi"
+            )
+            functions[logical_id] = FunctionSpec(
+                logical_id=logical_id,
+                code_uri=root / props["CodeUri"],
+                handler=props["Handler"],
+                routes=routes,
+            )
+        elif kind == "AWS::Serverless::StateMachine":
+            substitutions = {
+                name: value["Fn::GetAtt"][0]
+                for name, value in (props.get("DefinitionSubstitutions") or {}).items()
+                if isinstance(value, dict) and "Fn::GetAtt" in value
+            }
+            state_machine = StateMachineSpec(
+                logical_id=logical_id,
+                definition_path=root / props["DefinitionUri"],
+                function_substitutions=substitutions,
+            )
+        elif kind == "AWS::DynamoDB::Table":
+            table = props
+    if state_machine is None or table is None:
+        raise ValueError(f"{path}: needs a state machine and a DynamoDB table")
+    return Template(root, functions, state_machine, table)
