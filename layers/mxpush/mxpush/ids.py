@@ -42,6 +42,7 @@ def batch_id(rid: str, event_id: str) -> str:
     return hashlib.sha256(f"{rid}\n{event_id}".encode()).hexdigest()[:40]
 
 
-def seen_key(event_id: str) -> str:
-    """A compact key for the per-registration duplicate filter (80 bits of the hash)."""
-    return hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:20]
+def dedup_key(event_id: str) -> str:
+    """A compact key for the per-registration duplicate filter. 64 bits: among the few dozen
+    events a filter holds, an accidental collision is out of reach (~1e-16)."""
+    return hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16]

@@ -6,7 +6,9 @@ One table, keyed by `rid` (SHA-256 of the pushkey) and `sk`:
   path needs a single conditional UpdateItem per device:
   - `p_*`: the open (pending) batch: events wait here during the delay and new ones join it;
   - `sending.<batch>`: batches a sender has claimed (moved out of `p_*`) or calls sent at once;
-  - `seen.<key>`: the duplicate filter, event hash -> first-seen time (pruned after a day);
+  - `p_ids` and `recent`: the duplicate filter, as short event hashes: those of the pending
+    batch, and the last `MAX_RECENT` events claimed, sent or cancelled. Both stay small, because
+    DynamoDB bills every update by the size of the whole item;
   - `unlogged.<key>`: batches cancelled on the notify path, waiting to be written to the log
     (the cancel path has room for one write only; the state machine flushes them).
 - `sk = "log#<ms>#<id>"`: one delivery-log record per batch, removed by DynamoDB TTL.
@@ -16,7 +18,7 @@ The owner index is KEYS_ONLY, so the frequent updates of delivery state never wr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,7 +32,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.connection import TableConnection
 from pynamodb.exceptions import PynamoDBException
-from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.condition import Condition, size
 from pynamodb.expressions.update import Action
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
@@ -40,7 +42,7 @@ from mxpush.errors import StoreUnavailable
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 from mxpush.events import EventSummary
-from mxpush.ids import batch_id, seen_key
+from mxpush.ids import batch_id, dedup_key
 from mxpush.model import (
     Batch,
     DeliveryRecord,
@@ -53,11 +55,19 @@ from mxpush.model import (
 
 REGISTRATION_SK = "registration"
 LOG_PREFIX = "log#"
-SEEN_RETENTION_SECONDS = 24 * 3600  # Synapse stops retrying a notification after 24 h.
-MAX_SEEN_ENTRIES = 2000
+# Synapse retries one notification at a time per pusher, so duplicates are of recent events.
+MAX_RECENT = 64
 SENDING_RETENTION_SECONDS = 24 * 3600
 _CANCELLED_PREFIX = "cancelled:"
-_PENDING_ATTRIBUTES = ("p_id", "p_count", "p_events", "p_latest", "p_unread", "p_created")
+_PENDING_ATTRIBUTES = (
+    "p_id",
+    "p_count",
+    "p_ids",
+    "p_events",
+    "p_latest",
+    "p_unread",
+    "p_created",
+)
 
 
 class OwnerIndex(GlobalSecondaryIndex["RegistrationItem"]):
@@ -94,11 +104,12 @@ class RegistrationItem(Model):
     status = UnicodeAttribute(default=Status.ACTIVE.value)
     status_reason = UnicodeAttribute(null=True)
     status_at = NumberAttribute(null=True)
-    seen: MapAttribute[str, Any] = MapAttribute(default=dict)
+    recent: ListAttribute[str] = ListAttribute(null=True)
     sending: MapAttribute[str, Any] = MapAttribute(default=dict)
     unlogged: MapAttribute[str, Any] = MapAttribute(default=dict)
     p_id = UnicodeAttribute(null=True)
     p_count = NumberAttribute(null=True)
+    p_ids: ListAttribute[str] = ListAttribute(null=True)
     p_events: ListAttribute[Any] = ListAttribute(null=True)
     p_latest: MapAttribute[str, Any] = MapAttribute(null=True)
     p_unread = NumberAttribute(null=True)
@@ -237,25 +248,28 @@ class DynamoStore:
         """
         R = RegistrationItem  # noqa: N806 - short alias for expression building
         bid = batch_id(rid, event.event_id)
-        key = seen_key(event.event_id)
+        key = dedup_key(event.event_id)
         ref = EventRef(event.event_id, event.room_id, now, event.urgency).to_item()
-        actions: list[Action] = [R.seen[key].set(int(now))]
+        condition = (R.status == Status.ACTIVE.value) & ~R.recent.contains(key)
+        actions: list[Action]
         if immediate:
-            actions.append(R.sending[bid].set(_batch_item(bid, event.to_item(), [ref], now, now)))
+            actions = [R.sending[bid].set(_batch_item(bid, event.to_item(), [ref], now, now))]
+            condition &= R.sending[bid].does_not_exist()
         else:
-            actions += [
+            actions = [
                 R.p_id.set(R.p_id | bid),
                 R.p_count.set((R.p_count | 0) + 1),
+                R.p_ids.set((R.p_ids | []).append([key])),
                 R.p_events.set((R.p_events | []).append([ref])),
                 R.p_latest.set(event.to_item()),
                 R.p_unread.set(event.unread),
                 R.p_created.set(R.p_created | now),
             ]
-        condition = (R.status == Status.ACTIVE.value) & R.seen[key].does_not_exist()
+            condition &= ~R.p_ids.contains(key)
         try:
             new = self._update(rid, actions, condition, return_values="ALL_NEW")
         except _ConditionFailed as failed:
-            return self._why_not_accepted(failed.old_item, bid, key)
+            return self._why_not_accepted(failed.old_item, bid)
         backend = _s(new, "backend")
         delay = _n_or_none(new, "delay_seconds")
         if immediate:
@@ -264,12 +278,12 @@ class DynamoStore:
             return NewBatch(bid, backend, delay, flush=bool(_m(new, "unlogged")))
         return Joined(_s(new, "p_id"), backend, delay, float(_n(new, "p_created")))
 
-    def _why_not_accepted(self, old: Mapping[str, Any] | None, bid: str, key: str) -> AcceptResult:
+    def _why_not_accepted(self, old: Mapping[str, Any] | None, bid: str) -> AcceptResult:
         if old is None:
             return Unknown()
         if _s(old, "status") != Status.ACTIVE.value:
             return IsRejected()
-        # The only other condition: `seen.<key>` exists. This event was accepted before.
+        # The only other conditions are the duplicate filter's: accepted before.
         backend = _s(old, "backend")
         delay = _n_or_none(old, "delay_seconds")
         if old.get("p_id", {}).get("S") == bid:
@@ -306,7 +320,11 @@ class DynamoStore:
             # The user read something: fewer rooms are unread than when the push was queued.
             condition &= R.p_unread > unread
         entry_key = f"{_CANCELLED_PREFIX}{int(now * 1000)}:{unread}"
-        actions: list[Action] = [R.unlogged[entry_key].set(R.p_events)]
+        actions: list[Action] = [
+            R.unlogged[entry_key].set(R.p_events),
+            # A late duplicate of a cancelled event must not be pushed either.
+            R.recent.set((R.recent | []).append(R.p_ids)),
+        ]
         actions += [getattr(R, name).remove() for name in _PENDING_ATTRIBUTES]
         try:
             old = self._update(rid, actions, condition, return_values="ALL_OLD")
@@ -343,7 +361,8 @@ class DynamoStore:
                 item.p_created or now,
                 now,
             )
-            actions: list[Action] = [R.sending[bid].set(batch_map)]
+            recent = _trimmed(list(item.recent or []) + list(item.p_ids or []))
+            actions: list[Action] = [R.sending[bid].set(batch_map), R.recent.set(recent)]
             actions += [getattr(R, name).remove() for name in _PENDING_ATTRIBUTES]
             try:
                 # If an event joined since we read, read again rather than lose it.
@@ -378,7 +397,9 @@ class DynamoStore:
             events = self._release_pending(rid, bid)
         if outcome is not None:
             self._put_log(rid, DeliveryRecord(now, outcome, tuple(events or ()), reason, bid))
-        self._housekeeping(rid, old, now)
+        # Calls never pass through `p_ids`: their events join the filter here.
+        keys = [dedup_key(e.event_id) for e in events or ()]
+        self._housekeeping(rid, old, now, add_recent=keys)
 
     def flush_unlogged(self, rid: str, *, now: float) -> None:
         item = self._get(rid)
@@ -422,7 +443,6 @@ class DynamoStore:
             pusher=dict(registration.pusher) if registration.pusher else None,
             pusher_registered=registration.pusher_registered,
             status=registration.status.value,
-            seen={},
             sending={},
             unlogged={},
         )
@@ -573,36 +593,49 @@ class DynamoStore:
         except PynamoDBException as exc:
             raise StoreUnavailable(f"could not write the delivery log ({_code(exc)})") from None
 
-    def _housekeeping(self, rid: str, raw_item: Mapping[str, Any], now: float) -> None:
-        """Write cancelled batches to the log; forget old duplicate-filter entries and stuck
-        claims. Idempotent: log keys are derived from the entry, so a repeat overwrites."""
+    def _housekeeping(
+        self,
+        rid: str,
+        raw_item: Mapping[str, Any],
+        now: float,
+        *,
+        add_recent: Sequence[str] = (),
+    ) -> None:
+        """Write cancelled batches to the log, trim the duplicate filter, drop stuck claims.
+
+        Idempotent: log keys derive from the entry, so a repeat overwrites. The filter is
+        rewritten only if no cancel appended to it meanwhile (else: read again, retry).
+        """
         R = RegistrationItem  # noqa: N806
-        unlogged = _m(raw_item, "unlogged")
-        removals: list[Action] = []
-        for entry_key, value in unlogged.items():
-            record = _unlogged_record(entry_key, value)
-            if record is not None:
-                self._put_log(rid, record)
-            removals.append(R.unlogged[entry_key].remove())
-        seen = _m(raw_item, "seen")
-        expired = sorted(seen, key=lambda k: float(seen[k].get("N", 0)))
-        keep_after = now - SEEN_RETENTION_SECONDS
-        stale = [k for k in expired if float(seen[k].get("N", 0)) < keep_after]
-        overflow = max(0, len(seen) - len(stale) - MAX_SEEN_ENTRIES)
-        stale += [k for k in expired if k not in stale][:overflow]
-        removals += [R.seen[k].remove() for k in stale]
-        sending = _m(raw_item, "sending")
-        for key, value in sending.items():
-            claimed = float(value.get("M", {}).get("claimed", {}).get("N", now))
-            if claimed < now - SENDING_RETENTION_SECONDS:
-                removals.append(R.sending[key].remove())
-        # One UpdateItem may carry many actions, but keep each request well inside 4 KB-ish
-        # expressions by chunking.
-        for chunk in _chunks(removals, 50):
-            try:
-                self._update(rid, chunk, R.rid.exists(), "NONE")
-            except _ConditionFailed:
+        for _ in range(3):
+            actions: list[Action] = []
+            for entry_key, value in _m(raw_item, "unlogged").items():
+                record = _unlogged_record(entry_key, value)
+                if record is not None:
+                    self._put_log(rid, record)
+                actions.append(R.unlogged[entry_key].remove())
+            for key, value in _m(raw_item, "sending").items():
+                claimed = float(value.get("M", {}).get("claimed", {}).get("N", now))
+                if claimed < now - SENDING_RETENTION_SECONDS:
+                    actions.append(R.sending[key].remove())
+            old_recent = [v["S"] for v in (raw_item.get("recent") or {}).get("L", [])]
+            new_recent = _trimmed(old_recent + list(add_recent))
+            condition = R.rid.exists()
+            if new_recent != old_recent:
+                actions.append(R.recent.set(new_recent))
+                condition &= (
+                    size(R.recent) == len(old_recent) if old_recent else R.recent.does_not_exist()
+                )
+            if not actions:
                 return
+            try:
+                self._update(rid, actions, condition, "NONE")
+            except _ConditionFailed as failed:
+                if failed.old_item is None:
+                    return  # deleted meanwhile
+                raw_item = failed.old_item
+                continue
+            return
 
 
 # --- conversions --------------------------------------------------------------------------------
@@ -761,9 +794,15 @@ def _deserialize_value(raw: Mapping[str, Any]) -> Any:
     return value
 
 
-def _chunks(items: list[Action], size: int) -> Iterator[list[Action]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _trimmed(keys: Sequence[str]) -> list[str]:
+    """The last `MAX_RECENT` distinct keys, oldest first."""
+    result: list[str] = []
+    for key in reversed(keys):
+        if key not in result:
+            result.append(key)
+        if len(result) == MAX_RECENT:
+            break
+    return result[::-1]
 
 
 def _code(exc: Exception) -> str:
