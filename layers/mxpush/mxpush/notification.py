@@ -101,7 +101,8 @@ def _parse_notification(n: Mapping[str, Any]) -> Notification:
     strings: dict[str, str | None] = {}
     for key in _OPTIONAL_STRINGS:
         strings[key] = _optional_string(n, key, "notification")
-    # Synapse sends `"id": ""` on badge-only updates; treat an empty event_id the same way.
+    # Badge-only updates carry no event_id (Synapse sends `"id": ""` beside it); an empty
+    # event_id is treated the same way.
     if strings["event_id"] == "":
         strings["event_id"] = None
 

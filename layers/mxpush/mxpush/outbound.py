@@ -112,7 +112,7 @@ class OutboundHttp:
             if pool is not None:
                 return pool
             if len(self._pools) >= _MAX_POOLS:
-                _, oldest = self._pools.popitem()
+                oldest = self._pools.pop(next(iter(self._pools)))  # dicts keep insertion order
                 oldest.close()
             if scheme == "https":
                 pool = urllib3.HTTPSConnectionPool(

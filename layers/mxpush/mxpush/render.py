@@ -67,7 +67,7 @@ def render_batch(batch: Batch, options: RegistrationOptions) -> PushMessage:
     title, body = _single(latest, include_content=options.include_content)
     kind = _kind(latest)
     if batch.count > 1:
-        title, body = _coalesced(batch, title, body)
+        title, body = _coalesced(batch, body)
         kind = MessageKind.MESSAGE if kind is MessageKind.INVITE else kind
     return PushMessage(
         title=title,
@@ -175,7 +175,7 @@ def _text(event: EventSummary, *, include_content: bool) -> str:
     return event.body
 
 
-def _coalesced(batch: Batch, single_title: str, single_body: str) -> tuple[str, str]:
+def _coalesced(batch: Batch, single_body: str) -> tuple[str, str]:
     latest = batch.latest
     n = batch.count
     if latest.withheld:
@@ -185,9 +185,12 @@ def _coalesced(batch: Batch, single_title: str, single_body: str) -> tuple[str, 
     if same_room and latest.room_name:
         # single_body is already "alice: text".
         return f"{latest.room_name}: {n} new messages", single_body
+    who = _who(latest)
     if same_room:
         # A DM: the title is the sender, the body the latest message.
-        return f"{single_title}: {n} new messages", single_body
+        return f"{who}: {n} new messages", single_body
     if latest.room_name:
         return f"{n} new messages in {len(rooms)} rooms", f"{latest.room_name} · {single_body}"
-    return f"{n} new messages in {len(rooms)} rooms", f"{single_title}: {single_body}"
+    if latest.is_invite:
+        return f"{n} new messages in {len(rooms)} rooms", single_body
+    return f"{n} new messages in {len(rooms)} rooms", f"{who}: {single_body}"

@@ -70,21 +70,21 @@ class TargetPolicy:
         return addresses
 
     def check_address(self, host: str, address: IPAddress) -> None:
-        mapped = getattr(address, "ipv4_mapped", None)
-        effective: IPAddress = mapped if mapped is not None else address
-        if effective in METADATA_ADDRESSES:
+        reached = _addresses_reached(address)
+        if any(candidate in METADATA_ADDRESSES for candidate in reached):
             raise UnsafeTarget(f"{host}: cloud metadata addresses are never allowed")
-        if effective.is_global:
+        for candidate in reached:
+            self._check_one(host, candidate)
+
+    def _check_one(self, host: str, address: IPAddress) -> None:
+        # Before `is_global`: Python counts most multicast ranges as global.
+        if address.is_multicast or address.is_unspecified or str(address) == "255.255.255.255":
+            raise UnsafeTarget(f"{host}: resolves to {address}, which is not a unicast address")
+        if address.is_global:
             return
-        if (
-            effective.is_multicast
-            or effective.is_unspecified
-            or str(effective) == "255.255.255.255"
-        ):
-            raise UnsafeTarget(f"{host}: resolves to {effective}, which is not a unicast address")
         if not self.allow_private:
             raise UnsafeTarget(
-                f"{host}: resolves to {effective}, a private, loopback or link-local address "
+                f"{host}: resolves to {address}, a private, loopback or link-local address "
                 "(allowed only when the operator sets MXPUSH_ALLOW_PRIVATE_TARGETS)"
             )
 
@@ -100,7 +100,7 @@ def parse_url(url: str) -> ParsedUrl:
         raise UnsafeTarget("must be a non-empty URL")
     if len(url) > 2048:
         raise UnsafeTarget("URL is longer than 2048 characters")
-    if any(c.isspace() or ord(c) < 0x20 for c in url):
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
         raise UnsafeTarget("URL contains whitespace or control characters")
     try:
         parts = urlsplit(url)
@@ -112,6 +112,8 @@ def parse_url(url: str) -> ParsedUrl:
         raise UnsafeTarget("URL scheme must be http or https")
     if parts.username is not None or parts.password is not None:
         raise UnsafeTarget("URL must not contain a user name or password")
+    if port == 0:
+        raise UnsafeTarget("URL port must be between 1 and 65535")
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise UnsafeTarget("URL has no host")
@@ -139,6 +141,30 @@ def system_resolver(host: str, port: int) -> list[str]:
         if address not in seen:
             seen.append(address)
     return seen
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _addresses_reached(address: IPAddress) -> list[IPAddress]:
+    """The address, and any IPv4 address it leads to (mapped, NAT64, 6to4, Teredo): each must
+    pass, or `::ffff:169.254.169.254` would be a way around the rules."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return [address]
+    if address.scope_id is not None:
+        # A zone (`fd00:ec2::254%eth0`) does not change which host is reached, but an
+        # address with one never compares equal to the same address without it.
+        address = ipaddress.IPv6Address(int(address))
+    found: list[IPAddress] = [address]
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in _NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.append(address.teredo[1])
+    return found
 
 
 def _literal_ip(host: str) -> IPAddress | None:
