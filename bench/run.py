@@ -1,0 +1,181 @@
+"""`make bench`: what a notification costs, as ratios measured side by side in one run.
+
+1. Cold start: the import time of each handler module in a fresh interpreter (what Lambda's
+   init phase pays), against a bare interpreter and against `import boto3` alone.
+2. Notify path, in process (local mode's moto, no HTTP): time per request for each kind of
+   notification, against one bare DynamoDB UpdateItem on the same moto table (the floor).
+3. Parsing and rendering: per notification, against `json.loads` of the same body.
+
+Absolute numbers depend on the machine; the ratios are what to compare between commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "synapse-1.163.2"
+HANDLERS = {
+    "notify": ROOT / "functions" / "notify",
+    "registration": ROOT / "functions" / "registration",
+    "gotify_sender": ROOT / "functions" / "gotify_sender",
+    "record_outcome": ROOT / "functions" / "record_outcome",
+}
+RUNS = int(os.environ.get("BENCH_RUNS", "7"))
+
+
+def import_time(statement: str, extra_path: Path | None = None) -> float:
+    """Median time of `statement` in fresh interpreters (seconds), interpreter start excluded."""
+    path = [str(ROOT / "layers" / "mxpush")] + ([str(extra_path)] if extra_path else [])
+    code = (
+        "import sys, time; sys.path[:0] = "
+        + repr(path)
+        + "; t = time.perf_counter(); "
+        + statement
+        + "; print(time.perf_counter() - t)"
+    )
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0", "AWS_REGION": "us-east-1"}
+    samples = []
+    for _ in range(RUNS):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        samples.append(float(out.stdout.strip()))
+    return statistics.median(samples)
+
+
+def cold_start() -> None:
+    print("## Cold start: import time in a fresh interpreter (median of", RUNS, "runs)")
+    boto3_time = import_time("import boto3")
+    botocore_time = import_time("import botocore.session")
+    print(f"{'module':<34}{'ms':>8}{'x boto3':>10}")
+    ratio = botocore_time / boto3_time
+    print(f"{'import botocore.session':<34}{botocore_time * 1000:8.0f}{ratio:10.2f}")
+    print(f"{'import boto3':<34}{boto3_time * 1000:8.0f}{1.0:10.2f}")
+    for name, folder in HANDLERS.items():
+        seconds = import_time(f"import {name}_handler", folder)
+        print(f"{name + '_handler':<34}{seconds * 1000:8.0f}{seconds / boto3_time:10.2f}")
+    print()
+
+
+def per_call(function: Callable[[], Any], seconds: float = 1.0) -> float:
+    function()  # warm up
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        function()
+        count += 1
+    return (time.perf_counter() - started) / count
+
+
+def notify_path() -> None:
+    sys.path[:0] = [str(ROOT / "layers" / "mxpush"), str(ROOT / "local"), str(ROOT)]
+    import boto3
+
+    from mxpush_local.gateway import LocalGateway, LocalSettings
+
+    token = "bench-token"  # noqa: S105 - a throwaway token for an in-process gateway
+    settings = LocalSettings(port=0, admin_token=token, delay_seconds=3600, access_log=False)
+    gateway = LocalGateway(settings)
+    gateway.start()
+    try:
+        register = json.dumps(
+            {"backend": "gotify", "target": {"url": "http://127.0.0.1:9/", "token": "BenchToken"}}
+        ).encode()
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+        def new_pushkey() -> str:
+            _, _, payload = gateway.handle("POST", "/api/v1/pushkeys", headers, register)
+            return str(json.loads(payload)["pushkey"])
+
+        message = json.loads((FIXTURES / "message_group_3_members.1.full.json").read_text())
+        badge = json.loads((FIXTURES / "read_receipts_all_badge.2.full.json").read_text())
+        counter = iter(range(10**9))
+
+        def body(template: dict[str, Any], pushkey: str, fresh_event: bool) -> bytes:
+            copy = json.loads(json.dumps(template))
+            copy["notification"]["devices"][0]["pushkey"] = pushkey
+            if fresh_event:
+                copy["notification"]["event_id"] = f"$bench{next(counter)}"
+            return json.dumps(copy).encode()
+
+        def post(payload: bytes) -> None:
+            status, _, _ = gateway.handle("POST", "/_matrix/push/v1/notify", {}, payload)
+            assert status == 200
+
+        coalescing = new_pushkey()
+        post(body(message, coalescing, fresh_event=True))  # opens the batch
+        duplicate_body = body(message, coalescing, fresh_event=True)
+        post(duplicate_body)
+        idle = new_pushkey()
+
+        def new_batch() -> None:
+            post(body(message, new_pushkey(), fresh_event=True))
+
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+
+        def bare_update() -> None:
+            dynamodb.update_item(
+                TableName=gateway.aws.table_name,
+                Key={"rid": {"S": "bench-token"}, "sk": {"S": "x"}},
+                UpdateExpression="SET n = :n",
+                ExpressionAttributeValues={":n": {"N": "1"}},
+            )
+
+        floor = per_call(bare_update)
+        register_cost = per_call(new_pushkey)
+        cases = {
+            "one bare UpdateItem (floor)": floor,
+            "coalesced event": per_call(lambda: post(body(message, coalescing, fresh_event=True))),
+            "duplicate event": per_call(lambda: post(duplicate_body)),
+            "unknown pushkey": per_call(lambda: post(body(message, "nobody", fresh_event=True))),
+            "badge, nothing pending": per_call(lambda: post(body(badge, idle, fresh_event=False))),
+            "new delayed push (- registration)": per_call(new_batch) - register_cost,
+        }
+        print("## Notify path in process (moto; no HTTP), per notification")
+        print(f"{'case':<36}{'ms':>8}{'x floor':>10}")
+        for name, seconds in cases.items():
+            print(f"{name:<36}{seconds * 1000:8.2f}{seconds / floor:10.2f}")
+        print()
+    finally:
+        gateway.stop()
+
+
+def parse_and_render() -> None:
+    from mxpush.events import summarize
+    from mxpush.model import Batch, EventRef, RegistrationOptions
+    from mxpush.notification import parse_notify_body
+    from mxpush.render import render_batch
+
+    raw = (FIXTURES / "message_group_mention.1.full.json").read_bytes()
+
+    def full() -> None:
+        notification = parse_notify_body(raw)
+        summary = summarize(notification, notification.devices[0])
+        ref = EventRef(summary.event_id, summary.room_id, 0.0, summary.urgency)
+        render_batch(Batch("b", summary, (ref,), 0.0), RegistrationOptions())
+
+    floor = per_call(lambda: json.loads(raw))
+    cost = per_call(full)
+    print("## Parse, validate, summarize and render one notification")
+    print(
+        f"json.loads alone: {floor * 1e6:.1f} us; mxpush: {cost * 1e6:.1f} us ({cost / floor:.1f}x)"
+    )
+
+
+def main() -> None:
+    print(f"mxpush benchmarks - Python {sys.version.split()[0]} on {os.uname().machine}\n")
+    cold_start()
+    notify_path()
+    parse_and_render()
+
+
+if __name__ == "__main__":
+    main()

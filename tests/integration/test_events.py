@@ -1,0 +1,86 @@
+"""The sample events in `events/` (for `sam local invoke -e`) are valid input for their handlers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mxpush_local.gateway import LocalGateway
+from tests.conftest import ADMIN_TOKEN, Api
+from tests.fakes.gotify import FakeGotify
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+PLACEHOLDER_PUSHKEY = "mxp_REPLACE_WITH_A_REGISTERED_PUSHKEY"
+
+
+def load(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+def invoke(gateway: LocalGateway, function: str, event: dict[str, Any]) -> Any:
+    return gateway.aws.functions.invoke(function, event)
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("notify-message.json", 200),
+        ("notify-badge-only.json", 200),
+        ("notify-call.json", 200),
+        ("notify-discovery.json", 200),
+        ("notify-bad-json.json", 400),
+    ],
+)
+def test_notify_events(gateway: LocalGateway, name: str, status: int) -> None:
+    answer = invoke(gateway, "NotifyFunction", load(name))
+    assert answer["statusCode"] == status
+    body = json.loads(answer["body"])
+    if name == "notify-bad-json.json":
+        assert body["errcode"] == "M_NOT_JSON"
+    elif name != "notify-discovery.json":
+        # Unregistered placeholder pushkey: the gateway tells Synapse to drop it.
+        assert body == {"rejected": [PLACEHOLDER_PUSHKEY]}
+
+
+def test_notify_event_for_a_registered_pushkey(
+    api: Api, gateway: LocalGateway, gotify: FakeGotify
+) -> None:
+    pushkey = api.register(gotify, delay=60)
+    event = load("notify-message.json")
+    event["body"] = event["body"].replace(PLACEHOLDER_PUSHKEY, pushkey)
+    answer = invoke(gateway, "NotifyFunction", event)
+    assert json.loads(answer["body"]) == {"rejected": []}
+
+
+def test_registration_events(gateway: LocalGateway, gotify: FakeGotify) -> None:
+    create = load("registration-create.json")
+    create["headers"]["authorization"] = f"Bearer {ADMIN_TOKEN}"
+    body = json.loads(create["body"])
+    body["target"]["url"] = gotify.base_url  # no DNS in tests
+    create["body"] = json.dumps(body)
+    created = invoke(gateway, "RegistrationFunction", create)
+    assert created["statusCode"] == 201, created["body"]
+    pusher = json.loads(created["body"])["pusher"]
+    assert pusher["device_display_name"] == "My phone"
+    # Without MXPUSH_PUBLIC_URL the pusher points at the API Gateway domain of the event.
+    assert pusher["data"]["url"].endswith("/_matrix/push/v1/notify")
+
+    listing = load("registration-list.json")
+    listing["headers"]["authorization"] = f"Bearer {ADMIN_TOKEN}"
+    assert invoke(gateway, "RegistrationFunction", listing)["statusCode"] == 200
+    unauthorized = invoke(gateway, "RegistrationFunction", load("registration-list.json"))
+    assert unauthorized["statusCode"] == 401
+
+
+def test_state_machine_task_events(gateway: LocalGateway) -> None:
+    sender = load("gotify-sender.json")
+    assert invoke(gateway, "GotifySenderFunction", sender) == {
+        "outcome": "skipped",
+        "reason": "registration deleted",
+    }
+    record = load("record-outcome.json")
+    assert invoke(gateway, "RecordOutcomeFunction", record) == {"outcome": "delivered"}
