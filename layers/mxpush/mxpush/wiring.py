@@ -7,8 +7,11 @@ mode can start moto first. `reset()` drops everything (tests, local mode restart
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from mxpush.config import Settings
 from mxpush.homeserver import MatrixClient
@@ -20,6 +23,8 @@ from mxpush.urlsafety import TargetPolicy
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
     from mypy_boto3_stepfunctions import SFNClient
+
+log = logging.getLogger(__name__)
 
 
 def clock() -> float:
@@ -67,7 +72,17 @@ def admin_token() -> str | None:
         return s.admin_token
     if not s.admin_token_parameter:
         return None
-    response = _ssm_client().get_parameter(Name=s.admin_token_parameter, WithDecryption=True)
+    try:
+        response = _ssm_client().get_parameter(Name=s.admin_token_parameter, WithDecryption=True)
+    except (BotoCoreError, ClientError) as exc:
+        # Matrix-token callers can still use the API; say once per container why the
+        # operator token does not work.
+        log.error(  # noqa: TRY400 - a configuration problem, not a bug: no traceback
+            "operator token unavailable: cannot read SSM parameter %s (%s)",
+            s.admin_token_parameter,
+            type(exc).__name__,
+        )
+        return None
     value = response.get("Parameter", {}).get("Value")
     return value or None
 
