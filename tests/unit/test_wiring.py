@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import boto3
@@ -12,28 +13,31 @@ from mxpush import wiring
 
 
 @pytest.fixture
-def deployed_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def parameter(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A parameter name of this test's own: moto's state is shared with other tests when the
+    local gateway's mock is active in the same process."""
+    name = f"/mxpush/test-{uuid.uuid4().hex}"
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.delenv("MXPUSH_ADMIN_TOKEN", raising=False)
-    monkeypatch.setenv("MXPUSH_ADMIN_TOKEN_PARAMETER", "/mxpush/admin-token")
+    monkeypatch.setenv("MXPUSH_ADMIN_TOKEN_PARAMETER", name)
     wiring.reset()
     with mock_aws():
-        yield
+        yield name
     wiring.reset()
 
 
-def test_operator_token_comes_from_the_ssm_secure_string(deployed_env: None) -> None:
+def test_operator_token_comes_from_the_ssm_secure_string(parameter: str) -> None:
     boto3.client("ssm", region_name="us-east-1").put_parameter(
-        Name="/mxpush/admin-token", Value="from-ssm-secret", Type="SecureString"
+        Name=parameter, Value="from-ssm-secret", Type="SecureString"
     )
     assert wiring.admin_token() == "from-ssm-secret"
 
 
 def test_missing_ssm_parameter_disables_the_operator_token_without_failing(
-    deployed_env: None, caplog: pytest.LogCaptureFixture
+    parameter: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert wiring.admin_token() is None
-    assert "cannot read SSM parameter /mxpush/admin-token (ParameterNotFound)" in caplog.text
+    assert f"cannot read SSM parameter {parameter} (ParameterNotFound)" in caplog.text
 
 
 def test_local_mode_token_wins(monkeypatch: pytest.MonkeyPatch) -> None:
