@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import FIXTURES
 from tests.fakes.gotify import FakeGotify
+from tests.fakes.homeserver import FakeHomeserver
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -134,7 +135,7 @@ def test_make_run_serves_the_gateway_and_stops_on_ctrl_c() -> None:
         gotify.stop()
 
 
-def test_settings_are_honoured_and_sigterm_exits_cleanly() -> None:
+def test_settings_are_honoured_and_sigterm_exits_cleanly(homeserver: FakeHomeserver) -> None:
     port = free_port()
     env = {
         "PYTHONPATH": f"{ROOT / 'layers' / 'mxpush'}:{ROOT / 'local'}",
@@ -142,6 +143,7 @@ def test_settings_are_honoured_and_sigterm_exits_cleanly() -> None:
         "MXPUSH_ADMIN_TOKEN": "chosen-admin-token",
         "MXPUSH_ALLOW_PRIVATE_TARGETS": "false",
         "MXPUSH_DELAY_SECONDS": "7",
+        "MXPUSH_ALLOWED_HOMESERVERS": homeserver.url + "/",
     }
     with running([sys.executable, "-m", "mxpush_local"], env) as process:
         process.wait_for_line(rf"listening on http://127\.0\.0\.1:{port} .*delay 7s")
@@ -157,5 +159,10 @@ def test_settings_are_honoured_and_sigterm_exits_cleanly() -> None:
         assert "MXPUSH_ALLOW_PRIVATE_TARGETS" in answer["error"]
         status, answer = call("GET", f"{base}/api/v1/pushkeys", token="chosen-admin-token")
         assert status == 200
+        # A Matrix user of the allowed homeserver is let in; an unknown token is not.
+        status, answer = call("GET", f"{base}/api/v1/pushkeys", token="bob-token")
+        assert (status, answer) == (200, {"pushkeys": []})
+        status, answer = call("GET", f"{base}/api/v1/pushkeys", token="nobody-token")
+        assert (status, answer["errcode"]) == (401, "M_UNKNOWN_TOKEN")
         process.popen.send_signal(signal.SIGTERM)
         assert process.popen.wait(timeout=15) == 0
