@@ -23,7 +23,7 @@ help:
 	@echo "make build     - sam build (arm64, python3.13)"
 	@echo "make e2e       - a real Synapse drives local mode"
 
-$(STAMP): requirements-dev.txt layers/mxpush/requirements.txt
+$(STAMP): requirements-dev.txt layers/mxpush/requirements.txt layers/crypto/requirements.txt layers/crypto/requirements-pure.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)

@@ -60,6 +60,15 @@ class PushMessage:
     count: int = 1
     unread: int = 0
     sound: str | None = None
+    # Raw facts for backends that send structured data (webhook, UnifiedPush, Web Push, ...).
+    event_type: str | None = None
+    prio: str = "high"
+    msgtype: str | None = None
+    # The message text itself: None when the pusher withheld content (event_id_only), the
+    # event is encrypted, or the registration says `include_content: false`.
+    content_body: str | None = None
+    # Event IDs of the coalesced batch, oldest first (the last one is `event_id`).
+    event_ids: tuple[str, ...] = ()
 
 
 def render_batch(batch: Batch, options: RegistrationOptions) -> PushMessage:
@@ -83,6 +92,11 @@ def render_batch(batch: Batch, options: RegistrationOptions) -> PushMessage:
         count=batch.count,
         unread=latest.unread,
         sound=latest.sound,
+        event_type=latest.type,
+        prio=latest.prio,
+        msgtype=latest.msgtype,
+        content_body=latest.body if options.include_content and not latest.withheld else None,
+        event_ids=tuple(e.event_id for e in sorted(batch.events, key=lambda e: e.at)),
     )
 
 
