@@ -493,3 +493,26 @@ def test_coalesced_dm_ending_with_an_invite_is_titled_by_sender() -> None:
     )
     assert message.title == "alice: 2 new messages"
     assert message.body == "alice invited you to a direct chat"
+
+
+@pytest.mark.parametrize(
+    ("msgtype", "body", "include_content", "expected"),
+    [
+        ("m.text", "hello", True, "hello"),
+        ("m.notice", "bot says", True, "bot says"),
+        ("m.text", "hello", False, None),
+        ("m.image", "cat.png", True, None),
+        ("m.file", "report.pdf", True, None),
+    ],
+)
+def test_content_body_is_the_text_of_text_messages_only(
+    msgtype: str, body: str, include_content: bool, expected: str | None
+) -> None:
+    event = summary("message_group_3_members.1.full", msgtype=msgtype, body=body)
+    message = single(event, RegistrationOptions(include_content=include_content))
+    assert message.content_body == expected
+
+
+def test_content_body_is_none_for_encrypted_and_event_id_only() -> None:
+    assert single(summary("encrypted_dm.1.full")).content_body is None
+    assert single(summary_of(body("message_dm_2_members.0.eio"))).content_body is None

@@ -95,7 +95,7 @@ def render_batch(batch: Batch, options: RegistrationOptions) -> PushMessage:
         event_type=latest.type,
         prio=latest.prio,
         msgtype=latest.msgtype,
-        content_body=latest.body if options.include_content and not latest.withheld else None,
+        content_body=_raw_text(latest, include_content=options.include_content),
         event_ids=tuple(e.event_id for e in sorted(batch.events, key=lambda e: e.at)),
     )
 
@@ -186,6 +186,16 @@ def _text(event: EventSummary, *, include_content: bool) -> str:
         return _MSGTYPE_TEXT[event.msgtype or ""]
     if not include_content or not event.body:
         return "New message"
+    return event.body
+
+
+def _raw_text(event: EventSummary, *, include_content: bool) -> str | None:
+    """The message's own text for structured payloads: only for text-like messages (a file's
+    `body` is its name), and never when content is withheld."""
+    if not include_content or event.withheld or event.type != "m.room.message":
+        return None
+    if event.msgtype in _MSGTYPE_TEXT:
+        return None
     return event.body
 
 
