@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import pytest
@@ -115,7 +116,9 @@ class Api:
         return str(answer.body["pushkey"])
 
     def deliveries(self, pushkey: str, auth: str = ADMIN_TOKEN) -> list[dict[str, Any]]:
-        answer = self.request("GET", f"/api/v1/pushkeys/{pushkey}/deliveries", token=auth)
+        answer = self.request(
+            "GET", f"/api/v1/pushkeys/{quote(pushkey, safe='')}/deliveries", token=auth
+        )
         assert answer.status == 200, answer.body
         return list(answer.body["deliveries"])
 

@@ -34,6 +34,7 @@ def notify(request: Request) -> dict[str, Any]:
             scheduler=wiring.scheduler(),
             default_delay=wiring.settings().default_delay_seconds,
             now=wiring.clock(),
+            implicit=wiring.implicit_registrations(),
         )
     except (StoreUnavailable, SchedulerUnavailable) as exc:
         logger.error("notification not accepted", extra={"reason": str(exc)})  # noqa: TRY400 - an outage, not a bug: no traceback

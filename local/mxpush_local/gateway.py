@@ -37,6 +37,8 @@ class LocalSettings:
     delay_seconds: int = 25
     allowed_homeservers: str = ""
     allow_private_targets: bool = True
+    unifiedpush_app_ids: str = ""
+    unifiedpush_hosts: str = ""
     # Print one line per HTTP request.
     access_log: bool = True
 
@@ -56,6 +58,8 @@ class LocalSettings:
             delay_seconds=int(delay) if delay else 25,
             allowed_homeservers=env.get("MXPUSH_ALLOWED_HOMESERVERS", ""),
             allow_private_targets=flag("MXPUSH_ALLOW_PRIVATE_TARGETS", True),
+            unifiedpush_app_ids=env.get("MXPUSH_UNIFIEDPUSH_APP_IDS", ""),
+            unifiedpush_hosts=env.get("MXPUSH_UNIFIEDPUSH_HOSTS", ""),
         )
 
 
@@ -130,6 +134,8 @@ class LocalGateway:
             "MXPUSH_ADMIN_TOKEN": self.admin_token,
             "MXPUSH_ADMIN_TOKEN_PARAMETER": "",
             "MXPUSH_PUBLIC_URL": self.url,
+            "MXPUSH_UNIFIEDPUSH_APP_IDS": s.unifiedpush_app_ids,
+            "MXPUSH_UNIFIEDPUSH_HOSTS": s.unifiedpush_hosts,
             "POWERTOOLS_SERVICE_NAME": "mxpush",
         }
 

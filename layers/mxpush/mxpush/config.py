@@ -35,6 +35,9 @@ class Settings:
     # Base URL Synapse should use to reach this gateway; derived from the request when unset.
     public_url: str | None = None
     log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS
+    # Stateless UnifiedPush: app ID patterns and endpoint hosts the operator allows.
+    unifiedpush_app_ids: tuple[str, ...] = ()
+    unifiedpush_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +57,8 @@ class Settings:
             log_retention_days=_int(
                 env, "MXPUSH_LOG_RETENTION_DAYS", DEFAULT_LOG_RETENTION_DAYS, 1, 365
             ),
+            unifiedpush_app_ids=_list(env.get("MXPUSH_UNIFIEDPUSH_APP_IDS", "")),
+            unifiedpush_hosts=_list(env.get("MXPUSH_UNIFIEDPUSH_HOSTS", "")),
         )
 
 
@@ -87,6 +92,10 @@ def _public_url(value: str) -> str | None:
         return normalize_base_url(value)
     except ValueError as exc:
         raise ConfigError(f"MXPUSH_PUBLIC_URL: {exc}") from exc
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

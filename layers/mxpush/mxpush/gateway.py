@@ -21,7 +21,8 @@ from typing import Any, Protocol
 from mxpush.errors import SchedulerUnavailable
 from mxpush.events import EventSummary, summarize
 from mxpush.ids import batch_id, pushkey_ref, registration_id
-from mxpush.notification import Notification
+from mxpush.implicit import ImplicitRegistrations
+from mxpush.notification import Device, Notification
 from mxpush.store import (
     AcceptResult,
     Cancelled,
@@ -58,6 +59,10 @@ class NotifyStore(Protocol):
 
     def cancel_pending(self, rid: str, *, unread: int, now: float) -> CancelResult: ...
 
+    def create_implicit_registration(
+        self, rid: str, *, pushkey: str, app_id: str, target: Mapping[str, Any], now: float
+    ) -> None: ...
+
     def restart_stale_batch(
         self, rid: str, old_batch_id: str, new_batch_id: str, now: float
     ) -> bool: ...
@@ -76,15 +81,22 @@ def handle_notification(
     scheduler: Scheduler,
     default_delay: int,
     now: float,
+    implicit: ImplicitRegistrations | None = None,
 ) -> list[str]:
-    """Accept every device of `notification`; return the pushkeys to report as rejected."""
+    """Accept every device of `notification`; return the pushkeys to report as rejected.
+
+    `implicit`: which unknown pushkeys may be registered on the fly (stateless UnifiedPush).
+    """
     rejected: list[str] = []
     for device in notification.devices:
         rid = registration_id(device.pushkey)
+        stateless = implicit is not None and implicit.target_for(device) is not None
         if notification.is_badge_only:
             disposition = cancel_pending(
                 rid, notification.unread, store=store, scheduler=scheduler, now=now
             )
+            if disposition is Disposition.UNKNOWN and stateless:
+                disposition = Disposition.NOTHING_PENDING  # registered at its first event
         else:
             disposition = schedule_delivery(
                 rid,
@@ -93,6 +105,8 @@ def handle_notification(
                 scheduler=scheduler,
                 default_delay=default_delay,
                 now=now,
+                implicit_for=device if stateless else None,
+                implicit=implicit,
             )
         log.info(
             "notification accepted",
@@ -115,10 +129,26 @@ def schedule_delivery(
     scheduler: Scheduler,
     default_delay: int,
     now: float,
+    implicit_for: Device | None = None,
+    implicit: ImplicitRegistrations | None = None,
 ) -> Disposition:
-    """Store the event in its registration's pending batch and make sure a delivery is scheduled."""
+    """Store the event in its registration's pending batch and make sure a delivery is scheduled.
+
+    `implicit_for`: the device whose unknown pushkey may be registered on the fly.
+    """
     immediate = event.is_call
     result = store.accept_event(rid, event, now=now, immediate=immediate)
+    if isinstance(result, Unknown) and implicit_for is not None and implicit is not None:
+        target = implicit.target_for(implicit_for)
+        if target is not None:
+            store.create_implicit_registration(
+                rid,
+                pushkey=implicit_for.pushkey,
+                app_id=implicit_for.app_id,
+                target=target,
+                now=now,
+            )
+            result = store.accept_event(rid, event, now=now, immediate=immediate)
     match result:
         case Unknown():
             return Disposition.UNKNOWN

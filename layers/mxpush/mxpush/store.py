@@ -31,7 +31,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 from pynamodb.connection import TableConnection
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.exceptions import PutError, PynamoDBException
 from pynamodb.expressions.condition import Condition, size
 from pynamodb.expressions.update import Action
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 from mxpush.events import EventSummary
 from mxpush.ids import batch_id, dedup_key
+from mxpush.implicit import IMPLICIT_BACKEND, IMPLICIT_OWNER
 from mxpush.model import (
     Batch,
     DeliveryRecord,
@@ -55,6 +56,9 @@ from mxpush.model import (
 
 REGISTRATION_SK = "registration"
 LOG_PREFIX = "log#"
+# A stateless UnifiedPush registration nobody pushed to for this long is deleted by TTL; the
+# next notification for its pushkey creates it again.
+IMPLICIT_IDLE_SECONDS = 30 * 24 * 3600
 # Synapse retries one notification at a time per pusher, so duplicates are of recent events.
 MAX_RECENT = 64
 SENDING_RETENTION_SECONDS = 24 * 3600
@@ -114,6 +118,8 @@ class RegistrationItem(Model):
     p_latest: MapAttribute[str, Any] = MapAttribute(null=True)
     p_unread = NumberAttribute(null=True)
     p_created = NumberAttribute(null=True)
+    # Only registrations the notify path made itself (stateless UnifiedPush) expire when idle.
+    expires_at = NumberAttribute(null=True)
 
     owner_index = OwnerIndex()
 
@@ -291,6 +297,35 @@ class DynamoStore:
         if bid in _m(old, "sending"):
             return Duplicate(bid, backend, 0, immediate=True)
         return Duplicate(None, backend, delay, immediate=False)
+
+    def create_implicit_registration(
+        self, rid: str, *, pushkey: str, app_id: str, target: Mapping[str, Any], now: float
+    ) -> None:
+        """Create a stateless UnifiedPush registration unless one exists (a concurrent
+        request may have made it: that is fine)."""
+        item = RegistrationItem(
+            rid=rid,
+            sk=REGISTRATION_SK,
+            pushkey=pushkey,
+            owner=IMPLICIT_OWNER,
+            backend=IMPLICIT_BACKEND,
+            target=dict(target),
+            app_id=app_id,
+            created_at=now,
+            options=RegistrationOptions().to_item(),
+            status=Status.ACTIVE.value,
+            sending={},
+            unlogged={},
+            expires_at=int(now) + IMPLICIT_IDLE_SECONDS,
+        )
+        try:
+            item.save(condition=RegistrationItem.rid.does_not_exist())
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return
+            raise StoreUnavailable(f"could not store the registration ({_code(exc)})") from None
+        except PynamoDBException as exc:
+            raise StoreUnavailable(f"could not store the registration ({_code(exc)})") from None
 
     def restart_stale_batch(
         self, rid: str, old_batch_id: str, new_batch_id: str, now: float
@@ -620,6 +655,8 @@ class DynamoStore:
                     actions.append(R.sending[key].remove())
             old_recent = [v["S"] for v in (raw_item.get("recent") or {}).get("L", [])]
             new_recent = _trimmed(old_recent + list(add_recent))
+            if raw_item.get("owner", {}).get("S") == IMPLICIT_OWNER:
+                actions.append(R.expires_at.set(int(now) + IMPLICIT_IDLE_SECONDS))
             condition = R.rid.exists()
             if new_recent != old_recent:
                 actions.append(R.recent.set(new_recent))

@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mxpush.config import Settings
 from mxpush.homeserver import MatrixClient
+from mxpush.implicit import ImplicitRegistrations
 from mxpush.outbound import OutboundHttp
 from mxpush.scheduler import StepFunctionsScheduler
 from mxpush.store import DynamoStore
@@ -50,6 +51,16 @@ def scheduler() -> StepFunctionsScheduler:
 @functools.cache
 def target_policy() -> TargetPolicy:
     return TargetPolicy(allow_private=settings().allow_private_targets)
+
+
+@functools.cache
+def implicit_registrations() -> ImplicitRegistrations:
+    s = settings()
+    return ImplicitRegistrations(
+        app_id_patterns=s.unifiedpush_app_ids,
+        hosts=s.unifiedpush_hosts,
+        allow_http=s.allow_private_targets,
+    )
 
 
 @functools.cache
@@ -93,6 +104,7 @@ def reset() -> None:
         store,
         scheduler,
         target_policy,
+        implicit_registrations,
         outbound_http,
         matrix_client,
         admin_token,
