@@ -6,10 +6,17 @@ never weigh on another's cold start. The registration API imports the registry.
 
 from __future__ import annotations
 
+from mxpush.backends.acrobits import AcrobitsBackend
 from mxpush.backends.base import Backend
 from mxpush.backends.gotify import GotifyBackend
 
-BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (GotifyBackend(),)}
+BACKENDS: dict[str, Backend] = {
+    backend.name: backend
+    for backend in (
+        GotifyBackend(),
+        AcrobitsBackend(),
+    )
+}
 
 
 def get_backend(name: str) -> Backend | None:
