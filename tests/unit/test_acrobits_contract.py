@@ -300,6 +300,18 @@ def test_a_response_quoting_the_token_is_scrubbed(
     assert "token **** not registered" in result.reason
 
 
+def test_code_404_without_a_response_text_is_rejected(
+    pnm: FakeAcrobitsPnm, target: dict[str, Any]
+) -> None:
+    pnm.queue(Reply(200, {"code": "404"}))
+
+    result = BACKEND.send(rendered("message_dm_2_members.1.full"), target, DEFAULT, HTTP)
+
+    assert result == Rejected(
+        "Acrobits PNM answered code 404: the device token is no longer registered"
+    )
+
+
 def test_http_404_with_code_404_is_rejected(pnm: FakeAcrobitsPnm, target: dict[str, Any]) -> None:
     pnm.queue(Reply(404, {"code": 404, "response": "Device token not found"}))
 

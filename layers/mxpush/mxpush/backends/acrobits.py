@@ -165,14 +165,15 @@ class AcrobitsBackend(Backend):
         code, text = _pnm_code(response)
         text = self._scrub(text, target)
         if code == CODE_TOKEN_UNKNOWN and (200 <= status < 300 or status == 404):
+            detail = f" ({text})" if text else ""
             return Rejected(
                 f"{self.display_name} answered code 404: the device token is no longer "
-                f"registered ({text})"
+                f"registered{detail}"
             )
         if 300 <= status < 400:
             raise self.failure(response)  # a redirect: not followed
         if not 200 <= status < 300:
-            raise PermanentDeliveryError(f"{self.display_name} answered {status}: {text}")
+            raise PermanentDeliveryError(f"{self.display_name} answered {status}{_colon(text)}")
         if code == CODE_DELIVERED:
             return Delivered(status)
         if code is None:
@@ -181,8 +182,8 @@ class AcrobitsBackend(Backend):
                 "the PNM send URL?)"
             )
         if code == 429 or code >= 500:
-            raise TransientDeliveryError(f"{self.display_name} answered code {code}: {text}")
-        raise PermanentDeliveryError(f"{self.display_name} answered code {code}: {text}")
+            raise TransientDeliveryError(f"{self.display_name} answered code {code}{_colon(text)}")
+        raise PermanentDeliveryError(f"{self.display_name} answered code {code}{_colon(text)}")
 
     def _scrub(self, text: str, target: Mapping[str, Any]) -> str:
         """PNM's `response` may quote the request; never let a device token through."""
@@ -191,6 +192,10 @@ class AcrobitsBackend(Backend):
             if secret:
                 text = text.replace(str(secret), "****")
         return text
+
+
+def _colon(text: str) -> str:
+    return f": {text}" if text else ""
 
 
 def _who(message: PushMessage) -> dict[str, str]:
@@ -216,4 +221,4 @@ def _pnm_code(response: HttpResponse) -> tuple[int | None, str]:
     if isinstance(code, bool) or not isinstance(code, int):
         code = None
     text = data.get("response")
-    return code, (text[:200] if isinstance(text, str) else response.text(100))
+    return code, (text[:200] if isinstance(text, str) else "")
