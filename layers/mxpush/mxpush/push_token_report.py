@@ -124,6 +124,8 @@ def report_push_token(
             if updated is not None:
                 pusher = dict(updated.pusher or {})
                 if will_register:
+                    # If this fails (502), the new tokens stay: they are right, and the
+                    # softphone's next report sets the pusher again.
                     _set_pusher(matrix, caller, pusher)
                 log.info("push token report", extra={"pushkey": log_ref(rid), "new": False})
                 return _answer(updated, pusher, created=False, caller=caller, warnings=warnings)
