@@ -1,4 +1,5 @@
-"""The registration API (`/api/v1/pushkeys...`) and the API's catch-all route.
+"""The registration API (`/api/v1/pushkeys...`), the Acrobits push token report, and the
+API's catch-all route.
 
 Thin: authenticate, parse, call `mxpush.registration`, shape the answer.
 """
@@ -22,6 +23,7 @@ from mxpush.http_api import (
 )
 from mxpush.model import Outcome
 from mxpush.notification import load_json
+from mxpush.push_token_report import report_push_token
 from mxpush.registration import (
     RegistrationContext,
     describe,
@@ -37,6 +39,7 @@ logger = Logger(service="mxpush")
 router = Router()
 PUSHKEYS = "/api/v1/pushkeys"
 ONE_PUSHKEY = PUSHKEYS + "/{pushkey}"
+REPORT_PATH = "/api/client/push_token_report"
 
 
 def context() -> RegistrationContext:
@@ -111,6 +114,24 @@ def deliveries(request: Request) -> dict[str, Any]:
     return json_response(
         200, list_deliveries(request.path_params["pushkey"], authenticate(request), context())
     )
+
+
+@router.route("POST", REPORT_PATH)
+def push_token_report(request: Request) -> dict[str, Any]:
+    """matrix2acrobits' endpoint: an Acrobits softphone reports its push tokens."""
+    body = load_json(request.body) if request.body else None
+    hint = body.get("homeserver") if isinstance(body, dict) else None
+    caller = authenticate(request, hint)
+    answer = report_push_token(
+        body,
+        caller,
+        store=wiring.store(),
+        matrix=wiring.matrix_client(),
+        policy=wiring.target_policy(),
+        clock=wiring.clock,
+        gateway_url=wiring.settings().public_url or request.base_url() or "",
+    )
+    return json_response(200, answer)
 
 
 @logger.inject_lambda_context(clear_state=True)

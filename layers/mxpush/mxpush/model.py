@@ -82,6 +82,9 @@ class Registration:
     status: Status = Status.ACTIVE
     status_reason: str | None = None
     status_at: float | None = None
+    # A value only this registration holds among its owner's registrations of its backend
+    # (`Backend.claim`: an Acrobits selector); None for most backends.
+    claim: str | None = None
 
     def effective_delay(self, default: int) -> int:
         return default if self.delay_seconds is None else self.delay_seconds

@@ -30,7 +30,7 @@ from mxpush.model import DeliveryRecord, Outcome, Registration, RegistrationOpti
 from mxpush.notification import MAX_APP_ID_CHARS, MAX_PUSHKEY_BYTES
 from mxpush.outbound import OutboundHttp
 from mxpush.render import check_click_url_template, render_test
-from mxpush.store import Removed
+from mxpush.store import ClaimTaken, Removed
 from mxpush.urlsafety import TargetPolicy
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,15 @@ def register(
         homeserver=homeserver,
         pusher=pusher,
         pusher_registered=will_register,
+        claim=backend.claim(checked.target),
     )
-    ctx.store.create_registration(registration)
+    try:
+        ctx.store.create_registration(registration)
+    except ClaimTaken:
+        raise InvalidParam(
+            f"target.{backend.claim_field}: you already have a {backend.name!r} registration "
+            "with this value; update or delete that one"
+        ) from None
     if will_register and caller.homeserver and caller.access_token:
         try:
             ctx.matrix.set_pusher(caller.homeserver, caller.access_token, pusher)
@@ -374,6 +381,11 @@ def _options(value: Any, backend: Backend) -> tuple[RegistrationOptions, list[st
     for key in ("markdown", "include_content"):
         if key in value and not isinstance(value[key], bool):
             raise InvalidParam(f"options.{key}: must be a boolean")
+    warnings += [
+        f"options.{key}: not supported by backend {backend.name!r}, ignored"
+        for key in sorted(backend.ignored_options)
+        if value.get(key) not in (None, False)
+    ]
     options = RegistrationOptions(
         click_url=click,
         priority=backend.validate_priority(priority),

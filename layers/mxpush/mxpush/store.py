@@ -13,11 +13,17 @@ One table, keyed by `rid` (SHA-256 of the pushkey) and `sk`:
     (the cancel path has room for one write only; the state machine flushes them).
 - `sk = "log#<ms>#<id>"`: one delivery-log record per batch, removed by DynamoDB TTL.
 
+A registration with a `claim` (an Acrobits selector) also owns a claim item,
+`rid = "claim#" + SHA-256(backend, owner, claim)`, `sk = "claim"`, naming its registration: the
+one lookup by claim, and the guard (written in one transaction with the registration) that no
+owner gets two registrations for one claim.
+
 The owner index is KEYS_ONLY, so the frequent updates of delivery state never write to it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -31,16 +37,14 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 from pynamodb.connection import TableConnection
-from pynamodb.exceptions import PutError, PynamoDBException
+from pynamodb.exceptions import PutError, PynamoDBException, TransactWriteError
 from pynamodb.expressions.condition import Condition, size
 from pynamodb.expressions.update import Action
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
 
 from mxpush.errors import StoreUnavailable
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
 from mxpush.events import EventSummary
 from mxpush.ids import batch_id, dedup_key
 from mxpush.implicit import IMPLICIT_BACKEND, IMPLICIT_OWNER
@@ -54,11 +58,16 @@ from mxpush.model import (
     Status,
 )
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 REGISTRATION_SK = "registration"
 LOG_PREFIX = "log#"
 # A stateless UnifiedPush registration nobody pushed to for this long is deleted by TTL; the
 # next notification for its pushkey creates it again.
 IMPLICIT_IDLE_SECONDS = 30 * 24 * 3600
+CLAIM_PREFIX = "claim#"
+CLAIM_SK = "claim"
 # Synapse retries one notification at a time per pusher, so duplicates are of recent events.
 MAX_RECENT = 64
 SENDING_RETENTION_SECONDS = 24 * 3600
@@ -108,6 +117,7 @@ class RegistrationItem(Model):
     status = UnicodeAttribute(default=Status.ACTIVE.value)
     status_reason = UnicodeAttribute(null=True)
     status_at = NumberAttribute(null=True)
+    claim = UnicodeAttribute(null=True)
     recent: ListAttribute[str] = ListAttribute(null=True)
     sending: MapAttribute[str, Any] = MapAttribute(default=dict)
     unlogged: MapAttribute[str, Any] = MapAttribute(default=dict)
@@ -122,6 +132,21 @@ class RegistrationItem(Model):
     expires_at = NumberAttribute(null=True)
 
     owner_index = OwnerIndex()
+
+
+class ClaimItem(Model):
+    """Says which registration holds a claim (see the module docstring)."""
+
+    class Meta:
+        table_name = "mxpush"
+        region = "us-east-1"
+        connect_timeout_seconds = 2
+        read_timeout_seconds = 5
+        max_retry_attempts = 2
+
+    rid = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True, default=CLAIM_SK)
+    registration = UnicodeAttribute()
 
 
 class LogItem(Model):
@@ -222,6 +247,10 @@ class Removed:
     batch_ids: tuple[str, ...]
 
 
+class ClaimTaken(Exception):
+    """Another registration of the same owner and backend holds this claim."""
+
+
 class _ConditionFailed(Exception):
     def __init__(self, old_item: Mapping[str, Any] | None) -> None:
         super().__init__("conditional check failed")
@@ -235,7 +264,7 @@ class DynamoStore:
     """All reads and writes of mxpush state. Methods raise `StoreUnavailable` on AWS errors."""
 
     def __init__(self, table_name: str, region: str, *, log_retention_days: int = 7) -> None:
-        for model in (RegistrationItem, LogItem):
+        for model in (RegistrationItem, LogItem, ClaimItem):
             model.Meta.table_name = table_name
             model.Meta.region = region
             model._connection = None
@@ -478,13 +507,81 @@ class DynamoStore:
             pusher=dict(registration.pusher) if registration.pusher else None,
             pusher_registered=registration.pusher_registered,
             status=registration.status.value,
+            claim=registration.claim,
             sending={},
             unlogged={},
         )
+        if registration.claim is None:
+            try:
+                item.save(condition=RegistrationItem.rid.does_not_exist())
+            except PynamoDBException as exc:
+                raise StoreUnavailable(f"could not store the registration ({_code(exc)})") from None
+            return
+        claim = ClaimItem(
+            rid=claim_id(registration.backend, registration.owner, registration.claim),
+            sk=CLAIM_SK,
+            registration=registration.rid,
+        )
         try:
-            item.save(condition=RegistrationItem.rid.does_not_exist())
+            with TransactWrite(connection=self._connection().connection) as transaction:
+                transaction.save(item, condition=RegistrationItem.rid.does_not_exist())
+                transaction.save(claim, condition=ClaimItem.rid.does_not_exist())
+        except TransactWriteError as exc:
+            reasons = exc.cancellation_reasons
+            claim_reason = reasons[1] if len(reasons) == 2 else None
+            if claim_reason is not None and claim_reason.code == "ConditionalCheckFailed":
+                raise ClaimTaken(registration.claim) from None
+            raise StoreUnavailable(f"could not store the registration ({_code(exc)})") from None
         except PynamoDBException as exc:
             raise StoreUnavailable(f"could not store the registration ({_code(exc)})") from None
+
+    def find_claimed(self, backend: str, owner: str, claim: str) -> str | None:
+        """The rid of `owner`'s `backend` registration holding `claim`, if any (one GetItem).
+
+        The registration may be gone if its deletion was interrupted: `update_target` then
+        returns None, and `release_claim` frees the claim.
+        """
+        try:
+            item = ClaimItem.get(claim_id(backend, owner, claim), CLAIM_SK, consistent_read=True)
+        except ClaimItem.DoesNotExist:
+            return None
+        except PynamoDBException as exc:
+            raise StoreUnavailable(f"DynamoDB GetItem failed ({_code(exc)})") from None
+        return item.registration
+
+    def release_claim(self, backend: str, owner: str, claim: str, rid: str) -> None:
+        """Free a claim if registration `rid` still holds it."""
+        self._drop_claim(claim_id(backend, owner, claim), rid)
+
+    def update_target(
+        self,
+        rid: str,
+        *,
+        claim: str,
+        set_fields: Mapping[str, Any],
+        remove_fields: Iterable[str] = (),
+        pusher_registered: bool | None = None,
+    ) -> Registration | None:
+        """Replace some target fields of the registration holding `claim` and make it active
+        again (new tokens: an old rejection no longer applies). One UpdateItem.
+
+        Returns the updated registration, or None if it no longer holds the claim (deleted).
+        """
+        R = RegistrationItem  # noqa: N806
+        actions: list[Action] = [R.target[k].set(v) for k, v in set_fields.items()]
+        actions += [R.target[k].remove() for k in remove_fields if k not in set_fields]
+        actions += [
+            R.status.set(Status.ACTIVE.value),
+            R.status_reason.remove(),
+            R.status_at.remove(),
+        ]
+        if pusher_registered is not None:
+            actions.append(R.pusher_registered.set(pusher_registered))
+        try:
+            new = self._update(rid, actions, R.claim == claim, return_values="ALL_NEW")
+        except _ConditionFailed:
+            return None
+        return _registration(RegistrationItem.from_raw_data(new))
 
     def set_pusher_registered(self, rid: str, registered: bool) -> None:
         R = RegistrationItem  # noqa: N806
@@ -523,6 +620,8 @@ class DynamoStore:
                     batch.delete(log)
         except PynamoDBException as exc:
             raise StoreUnavailable(f"could not delete the registration ({_code(exc)})") from None
+        if item.claim:
+            self._drop_claim(claim_id(item.backend, item.owner, item.claim), rid)
         running = tuple(filter(None, [item.p_id, *_plain(item.sending)]))
         return Removed(_registration(item), running)
 
@@ -597,6 +696,17 @@ class DynamoStore:
             return None
         except PynamoDBException as exc:
             raise StoreUnavailable(f"DynamoDB GetItem failed ({_code(exc)})") from None
+
+    def _drop_claim(self, key: str, rid: str) -> None:
+        """Delete a claim item if it still names `rid` (another may have taken it since)."""
+        try:
+            ClaimItem(rid=key, sk=CLAIM_SK, registration=rid).delete(
+                condition=ClaimItem.registration == rid
+            )
+        except PynamoDBException as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return
+            raise StoreUnavailable(f"could not delete a claim ({_code(exc)})") from None
 
     def _release_pending(self, rid: str, bid: str) -> list[EventRef] | None:
         R = RegistrationItem  # noqa: N806
@@ -678,6 +788,12 @@ class DynamoStore:
 # --- conversions --------------------------------------------------------------------------------
 
 
+def claim_id(backend: str, owner: str, claim: str) -> str:
+    """The key of a claim item: never a pushkey's hash (those have no prefix)."""
+    digest = hashlib.sha256(f"{backend}\n{owner}\n{claim}".encode()).hexdigest()
+    return CLAIM_PREFIX + digest
+
+
 def _batch_item(
     bid: str, latest: Mapping[str, Any], events: list[Any], created: float, claimed: float
 ) -> dict[str, Any]:
@@ -717,6 +833,7 @@ def _registration(item: RegistrationItem) -> Registration:
         status=Status(item.status),
         status_reason=item.status_reason,
         status_at=item.status_at,
+        claim=item.claim,
     )
 
 

@@ -62,6 +62,11 @@ class Backend:
     known_fields: ClassVar[frozenset[str]] = frozenset()
     default_priority: ClassVar[Mapping[str, int]] = {}
     priority_range: ClassVar[tuple[int, int]] = (0, 10)
+    # `options` keys this backend cannot honour: accepted, and the registration warns.
+    ignored_options: ClassVar[frozenset[str]] = frozenset()
+    # A target field whose value at most one registration of this backend may hold per owner
+    # (Acrobits: `selector`, the softphone account), or None.
+    claim_field: ClassVar[str | None] = None
 
     @property
     def default_app_id(self) -> str:
@@ -98,6 +103,11 @@ class Backend:
                 )
             result[key] = value
         return result
+
+    def claim(self, target: Mapping[str, Any]) -> str | None:
+        """The value of `claim_field` in a checked target, if any."""
+        value = target.get(self.claim_field) if self.claim_field else None
+        return str(value) if value else None
 
     def mask_target(self, target: Mapping[str, Any]) -> dict[str, Any]:
         return {k: mask_secret(v) if k in self.secret_fields else v for k, v in target.items()}
