@@ -23,6 +23,7 @@ import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.dynamodb.responses import DynamoHandler
+from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from mxpush_local.template import FunctionSpec, Template
 
@@ -94,12 +95,14 @@ class LocalAws:
         )
         self._saved_invoke: Any = None
         self._saved_call_action: Any = None
+        self._saved_worker_stop: Any = None
         self.lambda_invocations: list[tuple[str, dict[str, Any]]] = []
 
     def start(self) -> None:
         self._mock.start()
         self._patch_lambda()
         self._serialize_dynamodb()
+        self._allow_immediate_stop()
         self._create_table()
         self._create_state_machine()
 
@@ -109,6 +112,8 @@ class LocalAws:
             LambdaSimpleBackend.invoke = self._saved_invoke  # type: ignore[method-assign]
         if self._saved_call_action is not None:
             DynamoHandler.call_action = self._saved_call_action  # type: ignore[method-assign]
+        if self._saved_worker_stop is not None:
+            ExecutionWorker.stop = self._saved_worker_stop  # type: ignore[method-assign]
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -181,6 +186,22 @@ class LocalAws:
 
         self._saved_call_action = original
         DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+    def _allow_immediate_stop(self) -> None:
+        """moto's execution thread builds its environment after StartExecution returns; a
+        StopExecution arriving in those milliseconds (a user reading at once) crashes inside moto
+        (`None.set_stop`). AWS accepts it, so wait for the environment, then stop."""
+        original = ExecutionWorker.stop
+
+        def stop(worker: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
+            deadline = time.monotonic() + 2.0
+            while worker.env is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            original(worker, stop_date=stop_date, error=error, cause=cause)
+
+        self._saved_worker_stop = original
+        ExecutionWorker.stop = stop  # type: ignore[method-assign,assignment]
 
 
 def _import_file(module_name: str, path: Path) -> ModuleType:

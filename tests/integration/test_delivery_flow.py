@@ -268,3 +268,15 @@ def test_store_failure_answers_503(
     monkeypatch.undo()
     assert api.notify(synapse_body(DM, pushkey)).body == {"rejected": []}
     gotify.wait_for(1, timeout=10)
+
+
+def test_read_at_once_after_the_message_cancels_it(api: Api, gotify: FakeGotify) -> None:
+    """A badge right after the event (the execution has only just started) still cancels."""
+    pushkey = api.register(gotify, delay=1)
+    for i in range(5):
+        event = with_event_id(synapse_body(DM, pushkey), f"$instant-{i}")
+        assert api.notify(event).status == 200
+        assert api.notify(synapse_body("read_receipts_all_badge.2.full", pushkey)).status == 200
+    time.sleep(2)
+    assert gotify.requests == []
+    assert outcomes(api, pushkey) == ["cancelled"] * 5
