@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class Exchange:
     status: int
     body: Any
     answer: Any
+    wall: float = field(default_factory=time.time)  # to read beside Synapse's log
 
     @property
     def notification(self) -> dict[str, Any]:
@@ -68,7 +69,9 @@ class Exchange:
             if self.badge_only
             else f"{n.get('type')} {self.event_id} prio={n.get('prio')}"
         )
-        return f"{self.at:.3f} POST {NOTIFY_PATH} [{what}] -> {self.status} {self.answer}"
+        clock = time.strftime("%H:%M:%S", time.localtime(self.wall))
+        millis = int(self.wall * 1000) % 1000
+        return f"{clock},{millis:03d} POST {NOTIFY_PATH} [{what}] -> {self.status} {self.answer}"
 
 
 class NotifyLog:
@@ -200,8 +203,8 @@ def harness(
 ) -> Iterator[Harness]:
     notify_log = NotifyLog()
     records = RecordsHandler()
-    # Import the handlers first: powertools' Logger formats with the first handler of the
-    # "mxpush" logger, which must stay its own.
+    # Import the handlers first: powertools' Logger takes the first handler of the "mxpush"
+    # logger for its own (its formatter), so ours must come after the one it adds.
     for logical_id in gateway.aws.functions.specs:
         gateway.aws.functions.handler(logical_id)
     loggers = [logging.getLogger("mxpush"), logging.getLogger("mxpush_local")]
@@ -212,8 +215,14 @@ def harness(
     def recording_handle(
         method: str, raw_url: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        status, answer_headers, payload = original(method, raw_url, headers, body)
-        if method == "POST" and raw_url.split("?", maxsplit=1)[0] == NOTIFY_PATH:
+        is_notify = method == "POST" and raw_url.split("?", maxsplit=1)[0] == NOTIFY_PATH
+        try:
+            status, answer_headers, payload = original(method, raw_url, headers, body)
+        except Exception as exc:
+            if is_notify:  # the HTTP front answers 500, as API Gateway would
+                notify_log.record(Exchange(time.monotonic(), 500, _json(body), repr(exc)))
+            raise
+        if is_notify:
             notify_log.record(Exchange(time.monotonic(), status, _json(body), _json(payload)))
         return status, answer_headers, payload
 
