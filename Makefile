@@ -8,6 +8,12 @@ STAMP := $(VENV)/.installed
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed
+# A real Synapse for `make e2e`, in its own venv (its pins are not ours).
+SYNAPSE_VENV := .venv-synapse
+SYNAPSE_REQUIREMENTS := tests/e2e/requirements-synapse.txt
+SYNAPSE_STAMP := $(SYNAPSE_VENV)/.installed
+# Extra pytest arguments for `make e2e`, e.g. E2E_ARGS="-k latency".
+E2E_ARGS ?=
 
 export PYTHONPATH := $(CURDIR)/layers/mxpush:$(CURDIR)/local
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv machines have it this way.
@@ -21,7 +27,7 @@ help:
 	@echo "make bench     - benchmarks (cold-start imports, notify path)"
 	@echo "make validate  - sam validate --lint (template)"
 	@echo "make build     - sam build (arm64, python3.13)"
-	@echo "make e2e       - a real Synapse drives local mode"
+	@echo "make e2e       - a real Synapse drives local mode (installs it into .venv-synapse)"
 
 $(STAMP): requirements-dev.txt layers/mxpush/requirements.txt layers/crypto/requirements.txt layers/crypto/requirements-pure.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,8 +66,17 @@ validate: $(SAM_STAMP)
 build: $(SAM_STAMP)
 	$(SAM_PYENV) SAM_CLI_TELEMETRY=0 $(SAM) build
 
-e2e: $(STAMP)
-	$(VENV)/bin/pytest tests/e2e -p no:xdist -v
+# Rebuilt from scratch when the pins change; reused otherwise. Wheels only: no compilers needed.
+$(SYNAPSE_STAMP): $(SYNAPSE_REQUIREMENTS)
+	rm -rf $(SYNAPSE_VENV)
+	$(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		--only-binary=:all: -r $(SYNAPSE_REQUIREMENTS)
+	@touch $(SYNAPSE_STAMP)
+
+e2e: $(STAMP) $(SYNAPSE_STAMP)
+	MXPUSH_E2E_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python \
+		$(VENV)/bin/pytest tests/e2e -p no:xdist -v $(E2E_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(SYNAPSE_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -187,7 +187,6 @@ class LocalAws:
         self._saved_call_action = original
         DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
-
     def _allow_immediate_stop(self) -> None:
         """moto's execution thread builds its environment after StartExecution returns; a
         StopExecution arriving in those milliseconds (a user reading at once) crashes inside moto

@@ -1,0 +1,297 @@
+"""A real Synapse 1.163.2 drives mxpush's local mode end to end.
+
+Every scenario has fresh users (alice writes to bob in a DM) and a fresh fake Gotify, so no
+earlier scenario's pusher, room or pending push can interfere. Pushes are awaited by polling with
+timeouts; the only sleeps are bounded waits after a push (or a cancel) to check that nothing more
+arrives.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from mxpush import wiring
+from mxpush.errors import StoreUnavailable
+from mxpush.ids import registration_id
+from mxpush.store import DynamoStore
+from mxpush_local.gateway import LocalGateway
+from tests.conftest import GOTIFY_TOKEN, wait_until
+from tests.e2e.conftest import NOTIFY_PATH, Exchange, Scene
+
+DELAY = 3
+# After a push (or a cancel): how long nothing more may arrive.
+QUIET = 2.0
+# What Element sends for a voice call.
+CALL_CONTENT: dict[str, Any] = {
+    "call_id": "e2e-call-1",
+    "lifetime": 60000,
+    "offer": {
+        "type": "offer",
+        "sdp": "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n",
+    },
+    "version": "1",
+    "party_id": "ALICEDEVICE",
+}
+LATENCY_SAMPLES = 10
+
+
+def for_event(event_id: str) -> Callable[[Exchange], bool]:
+    return lambda exchange: exchange.event_id == event_id
+
+
+def badge_for(pushkey: str) -> Callable[[Exchange], bool]:
+    def matches(exchange: Exchange) -> bool:
+        devices = exchange.notification.get("devices") or []
+        return exchange.badge_only and any(d.get("pushkey") == pushkey for d in devices)
+
+    return matches
+
+
+def click_url(room_id: str, event_id: str) -> str:
+    return f"https://matrix.to/#/{room_id}/{event_id}"
+
+
+def quiet_until(deadline: float) -> None:
+    """Let time pass up to `deadline` (monotonic), so that a push that should not come would
+    have arrived by then."""
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+# --- Scenarios ----------------------------------------------------------------------------------
+
+
+def test_registration_with_matrix_token_sets_the_pusher(
+    scene: Scene, gateway: LocalGateway
+) -> None:
+    """bob registers a Gotify target with his Matrix token: Synapse's pusher points at mxpush"""
+    assert scene.matrix.pushers(scene.bob) == []
+    answer = scene.register(delay=DELAY)
+
+    [pusher] = scene.matrix.pushers(scene.bob)
+    assert pusher["kind"] == "http"
+    assert pusher["pushkey"] == answer["pushkey"]
+    assert pusher["app_id"] == answer["app_id"] == "org.mxpush.gotify"
+    assert pusher["data"] == {"url": gateway.url + NOTIFY_PATH}
+    assert pusher["device_display_name"] == "Bob's phone"
+    # mxpush knows whose it is: bob sees it with his own token.
+    listed = scene.api.request("GET", "/api/v1/pushkeys", token=scene.bob.access_token)
+    assert listed.status == 200, listed.body
+    [mine] = listed.body["pushkeys"]
+    assert (mine["pushkey"], mine["owner"]) == (answer["pushkey"], scene.bob.user_id)
+    assert mine["pusher_registered"] is True
+    assert scene.gotify.requests == []
+
+
+def test_dm_message_is_pushed_once_after_the_delay(scene: Scene) -> None:
+    """alice's DM reaches Gotify once, after the delay, with the right title and text"""
+    pushkey = scene.register(delay=DELAY)["pushkey"]
+    # No "bob" in the text: Synapse would flag it as a mention of his display name.
+    event_id = scene.matrix.send_text(scene.alice, scene.room, "lunch at noon?")
+    sent = time.monotonic()
+
+    [request] = scene.gotify.wait_for(1, timeout=DELAY + 15)
+    assert scene.gotify.arrivals[0] - sent >= DELAY - 0.05, "pushed before the delay"
+    assert request.path == "/gotify/message"
+    assert request.headers["x-gotify-key"] == GOTIFY_TOKEN
+    message = request.json()
+    assert message["title"] == "Alice"
+    assert message["message"] == "lunch at noon?"
+    assert message["priority"] == 6  # Synapse sends DMs with prio high
+    click = message["extras"]["client::notification"]["click"]["url"]
+    assert click == click_url(scene.room, event_id)
+
+    [entry] = scene.wait_for_outcome(pushkey, "delivered")
+    assert entry["event_id"] == event_id
+    [exchange] = scene.notify_log.matching(for_event(event_id))
+    assert (exchange.status, exchange.answer) == (200, {"rejected": []})
+    quiet_until(time.monotonic() + QUIET)
+    assert len(scene.gotify.requests) == 1
+
+
+def test_read_within_the_delay_sends_nothing(scene: Scene) -> None:
+    """bob reads within the delay (a real read receipt): no push"""
+    pushkey = scene.register(delay=DELAY)["pushkey"]
+    event_id = scene.matrix.send_text(scene.alice, scene.room, "did you see this?")
+    sent = time.monotonic()
+    scene.notify_log.wait_for(for_event(event_id), timeout=10)
+
+    scene.matrix.read_receipt(scene.bob, scene.room, event_id)
+    [badge] = scene.notify_log.wait_for(badge_for(pushkey), timeout=10)
+    assert badge.at - sent < DELAY, "the read receipt reached mxpush only after the delay"
+    assert badge.notification["type"] is None
+    assert badge.notification["counts"] == {"unread": 0}
+    assert badge.status == 200
+
+    [entry] = scene.wait_for_outcome(pushkey, "cancelled")
+    assert entry["event_id"] == event_id
+    quiet_until(sent + DELAY + QUIET)
+    assert scene.gotify.requests == []
+    assert [e["outcome"] for e in scene.deliveries(pushkey)] == ["cancelled"]
+
+
+def test_burst_is_one_push_saying_how_many(scene: Scene) -> None:
+    """a burst of messages: one push that says how many"""
+    pushkey = scene.register(delay=DELAY)["pushkey"]
+    texts = ["one", "two", "three", "four"]
+    event_ids = [scene.matrix.send_text(scene.alice, scene.room, text) for text in texts]
+
+    [request] = scene.gotify.wait_for(1, timeout=DELAY + 15)
+    message = request.json()
+    assert message["title"] == "Alice: 4 new messages"
+    assert message["message"] == "four"  # the latest
+    click = message["extras"]["client::notification"]["click"]["url"]
+    assert click == click_url(scene.room, event_ids[-1])
+
+    [delivered] = scene.wait_for_outcome(pushkey, "delivered")
+    assert delivered["event_id"] == event_ids[-1]
+    coalesced = scene.wait_for_outcome(pushkey, "coalesced", count=3)
+    assert sorted(e["event_id"] for e in coalesced) == sorted(event_ids[:-1])
+    quiet_until(time.monotonic() + QUIET)
+    assert len(scene.gotify.requests) == 1
+
+
+def test_call_invite_is_pushed_at_once_with_high_priority(scene: Scene) -> None:
+    """m.call.invite: a push at once, high priority"""
+    scene.register(delay=60)  # a message would wait a minute; the call must not
+    event_id = scene.matrix.send(scene.alice, scene.room, "m.call.invite", CALL_CONTENT)
+    sent = time.monotonic()
+
+    [request] = scene.gotify.wait_for(1, timeout=10)
+    assert scene.gotify.arrivals[0] - sent < 5, "the call waited"
+    message = request.json()
+    assert message["title"] == "Incoming call from Alice"
+    assert message["message"] == "Voice call"
+    assert message["priority"] == 8  # mxpush's call priority, above mentions (7) and DMs (6)
+    # What Synapse's default push rules made of it.
+    [exchange] = scene.notify_log.matching(for_event(event_id))
+    notification = exchange.notification
+    assert notification["type"] == "m.call.invite"
+    assert notification["prio"] == "high"
+    assert notification["devices"][0]["tweaks"]["sound"] == "ring"
+
+
+def test_revoked_gotify_token_makes_synapse_remove_the_pusher(scene: Scene) -> None:
+    """the Gotify token is revoked (Gotify answers 401): Synapse removes the pusher by itself"""
+    pushkey = scene.register(delay=0)["pushkey"]
+    scene.gotify.revoke(GOTIFY_TOKEN)
+
+    scene.matrix.send_text(scene.alice, scene.room, "are you there?")
+    [refused] = scene.gotify.wait_for(1, timeout=15)
+    assert refused.headers["x-gotify-key"] == GOTIFY_TOKEN
+    [entry] = scene.wait_for_outcome(pushkey, "rejected")
+    assert "401" in entry["reason"]
+    # Synapse learns it from mxpush's answer to the next event notification.
+    assert [p["pushkey"] for p in scene.matrix.pushers(scene.bob)] == [pushkey]
+
+    second = scene.matrix.send_text(scene.alice, scene.room, "hello?")
+    [exchange] = scene.notify_log.wait_for(for_event(second), timeout=15)
+    assert (exchange.status, exchange.answer) == (200, {"rejected": [pushkey]})
+    wait_until(lambda: scene.matrix.pushers(scene.bob) == [], timeout=15, interval=0.2)
+    assert len(scene.gotify.requests) == 1  # nothing more went to the dead token
+
+
+@pytest.mark.parametrize("fault", ["store", "scheduler"])
+def test_one_5xx_is_retried_by_synapse_and_pushed_once(
+    scene: Scene, fault: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mxpush answers 5xx once (store or scheduler fault): Synapse retries, one push arrives"""
+    pushkey = scene.register(delay=0)["pushkey"]
+    failures = [f"{fault} fault injected by the e2e test"]
+    if fault == "store":
+        accept_event = DynamoStore.accept_event
+
+        def failing_accept(store: DynamoStore, rid: str, *args: Any, **kwargs: Any) -> Any:
+            if rid == registration_id(pushkey) and failures:
+                raise StoreUnavailable(failures.pop())
+            return accept_event(store, rid, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoStore, "accept_event", failing_accept)
+    else:
+        client = wiring.scheduler()._client
+        start_execution = client.start_execution
+
+        def failing_start(**kwargs: Any) -> Any:
+            if failures:
+                raise ClientError(
+                    {"Error": {"Code": "ServiceUnavailable", "Message": failures.pop()}},
+                    "StartExecution",
+                )
+            return start_execution(**kwargs)
+
+        monkeypatch.setattr(client, "start_execution", failing_start)
+
+    event_id = scene.matrix.send_text(scene.alice, scene.room, "this one needs a retry")
+    scene.notify_log.wait_for(lambda e: e.event_id == event_id and e.status == 200, timeout=20)
+    attempts = scene.notify_log.matching(for_event(event_id))
+    assert [e.status for e in attempts] == [503, 200], [e.line() for e in attempts]
+    assert attempts[0].answer["errcode"] == "M_UNKNOWN"
+    assert attempts[1].at - attempts[0].at >= 0.5  # Synapse's backoff (1 s)
+    assert attempts[1].body == attempts[0].body  # the same notification, again
+
+    [request] = scene.gotify.wait_for(1, timeout=15)
+    assert request.json()["message"] == "this one needs a retry"
+    [entry] = scene.wait_for_outcome(pushkey, "delivered")
+    assert entry["event_id"] == event_id
+    quiet_until(time.monotonic() + QUIET)
+    assert len(scene.gotify.requests) == 1
+
+
+def test_event_id_only_pusher_push_invents_nothing(scene: Scene) -> None:
+    """an event_id_only pusher: a push with no invented content"""
+    pushkey = scene.register(delay=0, pusher={"format": "event_id_only"})["pushkey"]
+    [pusher] = scene.matrix.pushers(scene.bob)
+    assert pusher["data"]["format"] == "event_id_only"
+
+    event_id = scene.matrix.send_text(scene.alice, scene.room, "the secret plan")
+    [exchange] = scene.notify_log.wait_for(for_event(event_id), timeout=10)
+    sent_fields = set(exchange.notification)
+    assert not sent_fields & {"content", "sender", "sender_display_name", "type", "room_name"}
+
+    [request] = scene.gotify.wait_for(1, timeout=15)
+    message = request.json()
+    assert message["title"] == "New message"
+    assert message["message"] == "You have a new message."
+    raw = request.body.decode()
+    for invented in ("secret", "Alice", scene.alice.user_id, "m.room.message"):
+        assert invented not in raw
+    [entry] = scene.wait_for_outcome(pushkey, "delivered")
+    assert entry["event_id"] == event_id
+
+
+def test_latency_from_send_to_gotify_with_delay_0(scene: Scene, figures: list[str]) -> None:
+    """median time from alice's send returning to Gotify receiving the push (delay 0)"""
+    pushkey = scene.register(delay=0)["pushkey"]
+    to_gotify: list[float] = []
+    to_accepted: list[float] = []  # the part until mxpush has answered Synapse's notify
+    for n in range(1, LATENCY_SAMPLES + 1):
+        event_id = scene.matrix.send_text(scene.alice, scene.room, f"ping {n}")
+        returned = time.monotonic()
+        request = scene.gotify.wait_for(n, timeout=15)[-1]
+        to_gotify.append(scene.gotify.arrivals[n - 1] - returned)
+        assert request.json()["message"] == f"ping {n}"
+        [exchange] = scene.notify_log.matching(for_event(event_id))
+        to_accepted.append(exchange.at - returned)
+        # The batch is closed before the next message, so each message is its own push.
+        scene.wait_for_outcome(pushkey, "delivered", count=n)
+
+    median = statistics.median(to_gotify)
+    line = (
+        f"latency, alice's PUT /send returned -> fake Gotify received the push (delay 0, "
+        f"{LATENCY_SAMPLES} DMs one at a time): median {median * 1000:.0f} ms, "
+        f"min {min(to_gotify) * 1000:.0f} ms, max {max(to_gotify) * 1000:.0f} ms; "
+        f"of which until mxpush answered Synapse's notify: median "
+        f"{statistics.median(to_accepted) * 1000:.0f} ms"
+    )
+    samples = ", ".join(f"{t * 1000:.0f}" for t in to_gotify)
+    print(f"{line}\nsamples (ms): {samples}")
+    figures.append(line)
+    assert median < 2.0, line
