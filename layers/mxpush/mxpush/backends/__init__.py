@@ -6,6 +6,7 @@ never weigh on another's cold start. The registration API imports the registry.
 
 from __future__ import annotations
 
+from mxpush.backends.bark import BarkBackend
 from mxpush.backends.base import Backend
 from mxpush.backends.gotify import GotifyBackend
 from mxpush.backends.ntfy import NtfyBackend
@@ -15,6 +16,7 @@ BACKENDS: dict[str, Backend] = {
     for backend in (
         GotifyBackend(),
         NtfyBackend(),
+        BarkBackend(),
     )
 }
 
