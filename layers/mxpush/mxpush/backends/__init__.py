@@ -10,6 +10,7 @@ from mxpush.backends.bark import BarkBackend
 from mxpush.backends.base import Backend
 from mxpush.backends.gotify import GotifyBackend
 from mxpush.backends.ntfy import NtfyBackend
+from mxpush.backends.webhook import WebhookBackend
 
 BACKENDS: dict[str, Backend] = {
     backend.name: backend
@@ -17,6 +18,7 @@ BACKENDS: dict[str, Backend] = {
         GotifyBackend(),
         NtfyBackend(),
         BarkBackend(),
+        WebhookBackend(),
     )
 }
 
