@@ -228,13 +228,14 @@ def test_custom_click_url(bark: FakeBark, target: dict[str, Any]) -> None:
     assert sent_body(bark)["url"] == f"element://vector/webapp/#/room/{DM_ROOM}/{DM_EVENT}"
 
 
-def test_test_push_has_no_url_and_no_id(bark: FakeBark, target: dict[str, Any]) -> None:
+def test_test_push_has_no_url_no_id_and_no_badge(bark: FakeBark, target: dict[str, Any]) -> None:
     assert BACKEND.send(render_test(), target, DEFAULT, HTTP) == Delivered(200)
 
     body = sent_body(bark)
-    assert (body["title"], body["group"], body["badge"]) == ("mxpush test", "mxpush", 0)
+    assert (body["title"], body["group"]) == ("mxpush test", "mxpush")
     assert "url" not in body
     assert "id" not in body
+    assert "badge" not in body  # the app's badge keeps the real unread count
 
 
 def test_long_text_fits_apns_payload(bark: FakeBark, target: dict[str, Any]) -> None:
@@ -479,6 +480,7 @@ def test_unknown_keys_are_warned_about_and_dropped() -> None:
         ({"device_key": KEY, "encryption_key": "é" * 16}, "target.encryption_key"),
         ({"device_key": KEY, "encryption_key": 1234567890123456}, "target.encryption_key"),
         ({"device_key": KEY, "url": "ftp://api.day.app"}, "target.url"),
+        ({"device_key": KEY, "url": ""}, "target.url"),
         ({"device_key": KEY, "url": "https://api.day.app/?key=x"}, "target.url"),
         ({"device_key": KEY, "url": "http://10.0.0.7"}, "target.url"),
         ({"device_key": KEY, "url": "http://169.254.169.254"}, "target.url"),

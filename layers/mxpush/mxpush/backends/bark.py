@@ -120,8 +120,9 @@ class BarkBackend(Backend):
     priority_range: ClassVar[tuple[int, int]] = (1, 4)
 
     def check(self, target: dict[str, Any], policy: TargetPolicy) -> dict[str, Any]:
+        url = target["url"] if target.get("url") is not None else DEFAULT_URL
         checked: dict[str, Any] = {
-            "url": check_target_url({"url": target.get("url") or DEFAULT_URL}, "url", policy),
+            "url": check_target_url({"url": url}, "url", policy),
             "device_key": require_token(target, "device_key"),
         }
         checked["url"] = checked["url"].rstrip("/")
@@ -141,7 +142,8 @@ class BarkBackend(Backend):
         fields["group"] = fit_bytes(_group(message), MAX_TITLE_BYTES)
         if message.click_url:
             fields["url"] = message.click_url
-        fields["badge"] = message.unread
+        if message.kind is not MessageKind.TEST:  # a test push must not clear the badge
+            fields["badge"] = message.unread
         sound = bark_sound(message.sound)
         if sound:
             fields["sound"] = sound
