@@ -208,7 +208,8 @@ def test_lost_cancel_race_still_sends_nothing(
 ) -> None:
     """If StopExecution fails, the execution runs on, but the sender re-checks and finds the
     batch cancelled: a read message is never pushed."""
-    pushkey = api.register(gotify, delay=1)
+    # A delay wide enough that the badge surely arrives first, even on a loaded machine.
+    pushkey = api.register(gotify, delay=3)
     api.notify(synapse_body(DM, pushkey))
 
     def failing_stop(name: str, *, cause: str) -> None:
@@ -216,7 +217,7 @@ def test_lost_cancel_race_still_sends_nothing(
 
     monkeypatch.setattr(wiring.scheduler(), "stop", failing_stop)
     assert api.notify(synapse_body("read_receipts_all_badge.2.full", pushkey)).status == 200
-    time.sleep(3)
+    time.sleep(4.5)  # past the delay: the execution ran on and its sender found nothing
     assert gotify.requests == []
     assert outcomes(api, pushkey) == ["cancelled"]
 

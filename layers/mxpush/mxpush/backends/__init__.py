@@ -7,9 +7,12 @@ never weigh on another's cold start. The registration API imports the registry.
 from __future__ import annotations
 
 from mxpush.backends.acrobits import AcrobitsBackend
+from mxpush.backends.bark import BarkBackend
 from mxpush.backends.base import Backend
 from mxpush.backends.gotify import GotifyBackend
+from mxpush.backends.ntfy import NtfyBackend
 from mxpush.backends.unifiedpush import UnifiedPushBackend
+from mxpush.backends.webhook import WebhookBackend
 
 BACKENDS: dict[str, Backend] = {
     backend.name: backend
@@ -17,6 +20,9 @@ BACKENDS: dict[str, Backend] = {
         GotifyBackend(),
         UnifiedPushBackend(),
         AcrobitsBackend(),
+        NtfyBackend(),
+        BarkBackend(),
+        WebhookBackend(),
     )
 }
 
