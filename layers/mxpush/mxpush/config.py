@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from mxpush.errors import ConfigError
@@ -35,6 +35,11 @@ class Settings:
     # Base URL Synapse should use to reach this gateway; derived from the request when unset.
     public_url: str | None = None
     log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS
+    # Web Push: the VAPID private key itself (local mode), or the name of an SSM SecureString
+    # holding it (AWS); and the contact push services see (mailto: or https:).
+    vapid_private_key: str | None = field(default=None, repr=False)
+    vapid_private_key_parameter: str | None = None
+    vapid_subject: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +59,9 @@ class Settings:
             log_retention_days=_int(
                 env, "MXPUSH_LOG_RETENTION_DAYS", DEFAULT_LOG_RETENTION_DAYS, 1, 365
             ),
+            vapid_private_key=env.get("MXPUSH_VAPID_PRIVATE_KEY", "").strip() or None,
+            vapid_private_key_parameter=env.get("MXPUSH_VAPID_PRIVATE_KEY_PARAMETER") or None,
+            vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip() or None,
         )
 
 
