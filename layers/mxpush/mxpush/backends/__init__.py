@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from mxpush.backends.base import Backend
 from mxpush.backends.gotify import GotifyBackend
+from mxpush.backends.webpush import WebPushBackend
 
-BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (GotifyBackend(),)}
+BACKENDS: dict[str, Backend] = {
+    backend.name: backend for backend in (GotifyBackend(), WebPushBackend())
+}
 
 
 def get_backend(name: str) -> Backend | None:
