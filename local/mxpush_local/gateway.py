@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 # API Gateway answers requests larger than its limit itself.
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
+# The VAPID contact when none is given. Fine for Chrome and Firefox; Apple's push service refuses
+# @localhost: set MXPUSH_VAPID_SUBJECT to a real address to push to Safari.
+LOCAL_VAPID_SUBJECT = "mailto:mxpush@localhost"
 log = logging.getLogger("mxpush_local")
 
 
@@ -39,6 +42,9 @@ class LocalSettings:
     allow_private_targets: bool = True
     # Print one line per HTTP request.
     access_log: bool = True
+    # Web Push: empty = a key pair generated at start, kept for the session.
+    vapid_private_key: str = field(default="", repr=False)
+    vapid_subject: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalSettings:
@@ -56,6 +62,8 @@ class LocalSettings:
             delay_seconds=int(delay) if delay else 25,
             allowed_homeservers=env.get("MXPUSH_ALLOWED_HOMESERVERS", ""),
             allow_private_targets=flag("MXPUSH_ALLOW_PRIVATE_TARGETS", True),
+            vapid_private_key=env.get("MXPUSH_VAPID_PRIVATE_KEY", "").strip(),
+            vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip(),
         )
 
 
@@ -75,6 +83,10 @@ class LocalGateway:
         self.settings = settings
         self.admin_token = settings.admin_token or secrets.token_urlsafe(24)
         self.generated_admin_token = not settings.admin_token
+        from mxpush.vapid import generate_private_key  # noqa: PLC0415 - cryptography, lazily
+
+        self.vapid_private_key = settings.vapid_private_key or generate_private_key()
+        self.generated_vapid_key = not settings.vapid_private_key
         self.template = load_template(template_path)
         self.aws = LocalAws(self.template)
         self._routes = self._compile_routes()
@@ -130,8 +142,19 @@ class LocalGateway:
             "MXPUSH_ADMIN_TOKEN": self.admin_token,
             "MXPUSH_ADMIN_TOKEN_PARAMETER": "",
             "MXPUSH_PUBLIC_URL": self.url,
+            "MXPUSH_VAPID_PRIVATE_KEY": self.vapid_private_key,
+            "MXPUSH_VAPID_PRIVATE_KEY_PARAMETER": "",
+            "MXPUSH_VAPID_SUBJECT": s.vapid_subject or LOCAL_VAPID_SUBJECT,
             "POWERTOOLS_SERVICE_NAME": "mxpush",
         }
+
+    def vapid_public_key(self) -> str:
+        """The public half of the session's VAPID key (raises `ConfigError` for a bad key or
+        subject: the Web Push backend would refuse them too)."""
+        from mxpush.vapid import load_vapid_key  # noqa: PLC0415
+
+        subject = self.settings.vapid_subject or LOCAL_VAPID_SUBJECT
+        return load_vapid_key(self.vapid_private_key, subject).public_key
 
     # --- HTTP -> API Gateway event -> handler --------------------------------------------------
 
