@@ -7,7 +7,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -98,6 +101,27 @@ def test_registry_knows_webpush() -> None:
     backend = get_backend("webpush")
     assert isinstance(backend, WebPushBackend)
     assert backend.display_name == "Web Push"
+
+
+def test_no_handler_loads_the_crypto_stack_at_start() -> None:
+    """The registration Lambda imports every backend, the Web Push sender its own: neither may
+    pay for cryptography, pywebpush (requests, aiohttp) until a Web Push call needs them."""
+    root = Path(__file__).resolve().parents[2]
+    handlers = ["notify", "registration", "gotify_sender", "webpush_sender", "record_outcome"]
+    path = [str(root / "layers" / "mxpush")] + [str(root / "functions" / h) for h in handlers]
+    heavy = ["cryptography", "py_vapid", "pywebpush", "http_ece", "requests", "aiohttp"]
+    code = (
+        f"import sys; sys.path[:0] = {path!r}; "
+        + "; ".join(f"import {h}_handler" for h in handlers)
+        + f"; print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    env = {**os.environ, "AWS_REGION": "us-east-1"}
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+
+    assert out.stdout.strip() == "[]"
 
 
 # --- the request --------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +23,7 @@ from mxpush.errors import ConfigError, NotFound
 
 # RFC 8292 §2: `exp` MUST NOT be more than 24 hours after the request; stay well inside it.
 TOKEN_LIFETIME_SECONDS = 12 * 3600
-_SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://[^\s/?#]+[^\s]*)$")
+_SUBJECT = r"^(mailto:[^@\s]+@[^@\s]+|https://[^\s/?#]+[^\s]*)$"  # compiled on first use
 
 
 class WebPushUnavailable(NotFound):
@@ -35,14 +34,20 @@ class WebPushUnavailable(NotFound):
         self.reason = reason
 
 
-@dataclass(frozen=True)
 class VapidKey:
     """A loaded key pair. `public_key` is the base64url uncompressed point browsers subscribe
-    with; the private key stays inside `signer` (a py_vapid `Vapid02`)."""
+    with; the private key stays inside `signer` (a py_vapid `Vapid02`) and out of `repr`.
+    (A plain class: a dataclass would cost the registration Lambda's cold start a millisecond.)"""
 
-    public_key: str
-    subject: str
-    signer: Any = field(repr=False, compare=False)
+    __slots__ = ("public_key", "signer", "subject")
+
+    def __init__(self, public_key: str, subject: str, signer: Any) -> None:
+        self.public_key = public_key
+        self.subject = subject
+        self.signer = signer
+
+    def __repr__(self) -> str:
+        return f"VapidKey(public_key={self.public_key!r}, subject={self.subject!r})"
 
     def authorization(self, endpoint: str, *, now: float) -> str:
         """The `Authorization: vapid t=<JWT>, k=<public key>` value for a push to `endpoint`.
@@ -76,7 +81,7 @@ def audience(endpoint: str) -> str:
 def check_subject(subject: str) -> str:
     """Raise `ConfigError` unless `subject` is a `mailto:` address or an `https:` URL."""
     value = subject.strip()
-    if not _SUBJECT.match(value):
+    if not re.match(_SUBJECT, value):
         raise ConfigError(
             "MXPUSH_VAPID_SUBJECT must be a contact for push services: a mailto: address "
             "(mailto:ops@example.org) or an https: URL"
