@@ -134,6 +134,13 @@ def push_token_report(request: Request) -> dict[str, Any]:
     return json_response(200, answer)
 
 
+@router.route("GET", "/api/v1/webpush/vapid-public-key")
+def vapid_public_key(request: Request) -> dict[str, Any]:
+    """No authentication: the key is public by design. Every web app needs it before it can
+    subscribe (`applicationServerKey`), and every push carries it in its Authorization header."""
+    return json_response(200, {"public_key": wiring.vapid_key().public_key})
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:

@@ -9,6 +9,7 @@ import sys
 import threading
 from types import FrameType
 
+from mxpush.errors import ConfigError
 from mxpush_local.gateway import LocalGateway, LocalSettings
 
 
@@ -20,6 +21,11 @@ def main() -> int:
         print(f"mxpush: bad setting: {exc}", file=sys.stderr)
         return 2
     gateway = LocalGateway(settings)
+    try:
+        vapid_public_key = gateway.vapid_public_key()
+    except ConfigError as exc:
+        print(f"mxpush: bad setting: {exc}", file=sys.stderr)
+        return 2
     try:
         gateway.start()
     except OSError as exc:
@@ -39,6 +45,8 @@ def main() -> int:
     )
     if gateway.generated_admin_token:
         print(f"admin token (MXPUSH_ADMIN_TOKEN): {gateway.admin_token}", flush=True)
+    kept = " (generated for this session)" if gateway.generated_vapid_key else ""
+    print(f"Web Push VAPID public key{kept}: {vapid_public_key}", flush=True)
     stop.wait()
     print("mxpush: stopping", flush=True)
     gateway.stop()

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 # API Gateway answers requests larger than its limit itself.
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
+# The VAPID contact when none is given. Fine for Chrome and Firefox; Apple's push service refuses
+# @localhost: set MXPUSH_VAPID_SUBJECT to a real address to push to Safari.
+LOCAL_VAPID_SUBJECT = "mailto:mxpush@localhost"
 log = logging.getLogger("mxpush_local")
 
 
@@ -41,6 +44,9 @@ class LocalSettings:
     unifiedpush_hosts: str = ""
     # Print one line per HTTP request.
     access_log: bool = True
+    # Web Push: empty = a key pair generated at start, kept for the session.
+    vapid_private_key: str = field(default="", repr=False)
+    vapid_subject: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalSettings:
@@ -60,6 +66,8 @@ class LocalSettings:
             allow_private_targets=flag("MXPUSH_ALLOW_PRIVATE_TARGETS", True),
             unifiedpush_app_ids=env.get("MXPUSH_UNIFIEDPUSH_APP_IDS", ""),
             unifiedpush_hosts=env.get("MXPUSH_UNIFIEDPUSH_HOSTS", ""),
+            vapid_private_key=env.get("MXPUSH_VAPID_PRIVATE_KEY", "").strip(),
+            vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip(),
         )
 
 
@@ -79,6 +87,10 @@ class LocalGateway:
         self.settings = settings
         self.admin_token = settings.admin_token or secrets.token_urlsafe(24)
         self.generated_admin_token = not settings.admin_token
+        from mxpush.vapid import generate_private_key  # noqa: PLC0415 - cryptography, lazily
+
+        self.vapid_private_key = settings.vapid_private_key or generate_private_key()
+        self.generated_vapid_key = not settings.vapid_private_key
         self.template = load_template(template_path)
         self.aws = LocalAws(self.template)
         self._routes = self._compile_routes()
@@ -136,8 +148,19 @@ class LocalGateway:
             "MXPUSH_PUBLIC_URL": self.url,
             "MXPUSH_UNIFIEDPUSH_APP_IDS": s.unifiedpush_app_ids,
             "MXPUSH_UNIFIEDPUSH_HOSTS": s.unifiedpush_hosts,
+            "MXPUSH_VAPID_PRIVATE_KEY": self.vapid_private_key,
+            "MXPUSH_VAPID_PRIVATE_KEY_PARAMETER": "",
+            "MXPUSH_VAPID_SUBJECT": s.vapid_subject or LOCAL_VAPID_SUBJECT,
             "POWERTOOLS_SERVICE_NAME": "mxpush",
         }
+
+    def vapid_public_key(self) -> str:
+        """The public half of the session's VAPID key (raises `ConfigError` for a bad key or
+        subject: the Web Push backend would refuse them too)."""
+        from mxpush.vapid import load_vapid_key  # noqa: PLC0415
+
+        subject = self.settings.vapid_subject or LOCAL_VAPID_SUBJECT
+        return load_vapid_key(self.vapid_private_key, subject).public_key
 
     # --- HTTP -> API Gateway event -> handler --------------------------------------------------
 

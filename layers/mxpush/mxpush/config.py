@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from mxpush.errors import ConfigError
@@ -38,6 +38,11 @@ class Settings:
     # Stateless UnifiedPush: app ID patterns and endpoint hosts the operator allows.
     unifiedpush_app_ids: tuple[str, ...] = ()
     unifiedpush_hosts: tuple[str, ...] = ()
+    # Web Push: the VAPID private key itself (local mode), or the name of an SSM SecureString
+    # holding it (AWS); and the contact push services see (mailto: or https:).
+    vapid_private_key: str | None = field(default=None, repr=False)
+    vapid_private_key_parameter: str | None = None
+    vapid_subject: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +64,9 @@ class Settings:
             ),
             unifiedpush_app_ids=_list(env.get("MXPUSH_UNIFIEDPUSH_APP_IDS", "")),
             unifiedpush_hosts=_list(env.get("MXPUSH_UNIFIEDPUSH_HOSTS", "")),
+            vapid_private_key=env.get("MXPUSH_VAPID_PRIVATE_KEY", "").strip() or None,
+            vapid_private_key_parameter=env.get("MXPUSH_VAPID_PRIVATE_KEY_PARAMETER") or None,
+            vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip() or None,
         )
 
 

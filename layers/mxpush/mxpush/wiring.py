@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mxpush.config import Settings
+from mxpush.errors import ConfigError
 from mxpush.homeserver import MatrixClient
 from mxpush.implicit import ImplicitRegistrations
 from mxpush.outbound import OutboundHttp
 from mxpush.scheduler import StepFunctionsScheduler
 from mxpush.store import DynamoStore
 from mxpush.urlsafety import TargetPolicy
+from mxpush.vapid import VapidKey, WebPushUnavailable, load_vapid_key
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -98,6 +100,44 @@ def admin_token() -> str | None:
     return value or None
 
 
+def vapid_key() -> VapidKey:
+    """The Web Push VAPID key: from the environment (local mode) or an SSM SecureString (AWS).
+    Raises `WebPushUnavailable` (a 404 for API callers) when there is none; other features go on."""
+    loaded = _vapid_key()
+    if isinstance(loaded, str):
+        raise WebPushUnavailable(loaded)
+    return loaded
+
+
+@functools.cache
+def _vapid_key() -> VapidKey | str:
+    """The key, or why there is none (said once per container in the log)."""
+    s = settings()
+    private_key = s.vapid_private_key
+    if not private_key and s.vapid_private_key_parameter:
+        try:
+            response = _ssm_client().get_parameter(
+                Name=s.vapid_private_key_parameter, WithDecryption=True
+            )
+        except (BotoCoreError, ClientError) as exc:
+            log.error(  # noqa: TRY400 - a configuration problem, not a bug: no traceback
+                "Web Push unavailable: cannot read SSM parameter %s (%s)",
+                s.vapid_private_key_parameter,
+                type(exc).__name__,
+            )
+            return "its VAPID private key cannot be read"
+        private_key = response.get("Parameter", {}).get("Value")
+    if not private_key:
+        return "no VAPID private key is configured"
+    if not s.vapid_subject:
+        return "no VAPID subject (MXPUSH_VAPID_SUBJECT, a mailto: or https: contact) is configured"
+    try:
+        return load_vapid_key(private_key, s.vapid_subject)
+    except ConfigError as exc:
+        log.error("Web Push unavailable: %s", exc)  # noqa: TRY400 - configuration, not a bug
+        return str(exc)
+
+
 def reset() -> None:
     for cached in (
         settings,
@@ -108,6 +148,7 @@ def reset() -> None:
         outbound_http,
         matrix_client,
         admin_token,
+        _vapid_key,
     ):
         cached.cache_clear()
 

@@ -13,6 +13,7 @@ from mxpush.backends.gotify import GotifyBackend
 from mxpush.backends.ntfy import NtfyBackend
 from mxpush.backends.unifiedpush import UnifiedPushBackend
 from mxpush.backends.webhook import WebhookBackend
+from mxpush.backends.webpush import WebPushBackend
 
 BACKENDS: dict[str, Backend] = {
     backend.name: backend
@@ -23,6 +24,7 @@ BACKENDS: dict[str, Backend] = {
         NtfyBackend(),
         BarkBackend(),
         WebhookBackend(),
+        WebPushBackend(),
     )
 }
 
