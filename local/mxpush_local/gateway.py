@@ -186,6 +186,15 @@ class LocalGateway:
         result = self.aws.functions.invoke(compiled.function, event)
         return _proxy_response(result)
 
+    def route_label(self, method: str, path: str) -> str:
+        """The route a request matched, as written in the template (`/api/v1/pushkeys/{pushkey}`):
+        what the access log prints, since paths carry pushkeys."""
+        match = self._match(method, path)
+        if match is None:
+            return "(no route)"
+        route = match[0].route
+        return route.path if route.path != "$default" else "$default"
+
     def _match(self, method: str, path: str) -> tuple[_CompiledRoute, dict[str, str]] | None:
         candidates = []
         for compiled in self._routes:
@@ -308,10 +317,8 @@ class LocalGateway:
                 self._reply(status, headers, payload)
                 if gateway.settings.access_log:
                     elapsed = (time.perf_counter() - started) * 1000
-                    print(
-                        f"{self.command} {urlsplit(self.path).path} {status} {elapsed:.1f}ms",
-                        flush=True,
-                    )
+                    label = gateway.route_label(self.command, urlsplit(self.path).path)
+                    print(f"{self.command} {label} {status} {elapsed:.1f}ms", flush=True)
 
             def _reply(self, status: int, headers: Mapping[str, str], payload: bytes) -> None:
                 self.send_response(status)

@@ -281,3 +281,20 @@ def test_read_at_once_after_the_message_cancels_it(api: Api, gotify: FakeGotify)
     time.sleep(2)
     assert gotify.requests == []
     assert outcomes(api, pushkey) == ["cancelled"] * 5
+
+
+def test_receiver_answer_reaches_the_owner_but_not_the_logs(
+    api: Api, gotify: FakeGotify, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receiver may echo what it was sent in its error answer: the owner sees the answer in
+    the delivery log, the logs only say who answered what status."""
+    echo = "echoed: hi, this is a DM"
+    gotify.queue(Reply(400, {"error": "Bad Request", "errorCode": 400, "errorDescription": echo}))
+    pushkey = api.register(gotify, delay=0)
+    with caplog.at_level("INFO"):
+        api.notify(synapse_body(DM, pushkey))
+        [entry] = wait_for_outcome(api, pushkey, "failed")
+    assert entry["reason"].startswith("Gotify answered 400: ")
+    assert echo in entry["reason"]
+    assert "delivery failed" in caplog.text
+    assert "hi, this is a DM" not in caplog.text

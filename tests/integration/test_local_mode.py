@@ -124,6 +124,10 @@ def test_make_run_serves_the_gateway_and_stops_on_ctrl_c() -> None:
             [request] = gotify.wait_for(1, timeout=15)
             assert request.json()["message"] == "hi, this is a DM"
 
+            status, _ = call("GET", f"{base}/api/v1/pushkeys/{pushkey}/deliveries", token=admin)
+            assert status == 200
+            process.wait_for_line(r"GET /api/v1/pushkeys/\{pushkey\}/deliveries 200")
+
             os.killpg(process.popen.pid, signal.SIGINT)  # Ctrl-C in the terminal
             process.popen.wait(timeout=15)
             process.wait_for_line("mxpush: stopping", timeout=1)

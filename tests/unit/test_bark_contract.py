@@ -378,8 +378,9 @@ def test_other_bad_request_fails_without_rejecting(bark: FakeBark, target: dict[
     with pytest.raises(PermanentDeliveryError, match="400") as caught:
         BACKEND.send(rendered("message_dm_2_members.1.full"), target, DEFAULT, HTTP)
 
-    assert "request bind failed" in str(caught.value)
+    assert "request bind failed" in caught.value.reason
     assert KEY not in str(caught.value)
+    assert KEY not in caught.value.reason
 
 
 def test_compatible_server_answering_200_with_an_error_code(

@@ -230,7 +230,7 @@ def test_bad_request_is_permanent(gotify: FakeGotify, target: dict[str, Any]) ->
     with pytest.raises(PermanentDeliveryError, match="400") as caught:
         BACKEND.send(rendered("message_dm_2_members.1.full"), target, DEFAULT, HTTP)
 
-    assert "Field 'message' is required" in str(caught.value)
+    assert "Field 'message' is required" in caught.value.reason
     assert TOKEN not in str(caught.value)
 
 

@@ -298,7 +298,7 @@ def test_bad_request_is_permanent_and_says_why(ntfy: FakeNtfy, target: dict[str,
     with pytest.raises(PermanentDeliveryError, match="400") as caught:
         BACKEND.send(rendered("message_dm_2_members.1.full"), target, DEFAULT, HTTP)
 
-    assert "invalid priority parameter" in str(caught.value)
+    assert "invalid priority parameter" in caught.value.reason
     assert TOKEN not in str(caught.value)
 
 

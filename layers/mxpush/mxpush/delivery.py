@@ -63,7 +63,7 @@ def send_batch(
         result = backend.send(message, registration.target, registration.options, http)
     except PermanentDeliveryError as exc:
         log.warning("delivery failed", extra={"pushkey": log_ref(rid), "reason": str(exc)})
-        return _result(Outcome.FAILED, str(exc))
+        return _result(Outcome.FAILED, exc.reason)
     if isinstance(result, Rejected):
         log.warning("backend rejected the token", extra={"pushkey": log_ref(rid)})
         return _result(Outcome.REJECTED, result.reason)

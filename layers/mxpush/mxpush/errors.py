@@ -127,7 +127,20 @@ class TargetUnreachable(OutboundError):
 
 
 class DeliveryError(MxpushError):
-    """A push backend did not take the push."""
+    """A push backend did not take the push.
+
+    `detail` is what the receiver answered: shown to the registration's owner in the delivery
+    log (`reason`), never logged or put in the exception message, since an arbitrary receiver
+    (a webhook) may echo what we sent.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        return f"{self}: {self.detail}" if self.detail else str(self)
 
 
 class TransientDeliveryError(DeliveryError):

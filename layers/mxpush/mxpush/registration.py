@@ -299,7 +299,9 @@ def send_test_push(pushkey: str, caller: Caller, ctx: RegistrationContext) -> Te
     now = ctx.clock()
     try:
         result = backend.send(render_test(), registration.target, registration.options, ctx.http)
-    except (TransientDeliveryError, PermanentDeliveryError, OutboundError) as exc:
+    except (TransientDeliveryError, PermanentDeliveryError) as exc:
+        outcome = TestResult(Outcome.FAILED, exc.reason)
+    except OutboundError as exc:
         outcome = TestResult(Outcome.FAILED, str(exc))
     else:
         if isinstance(result, Rejected):

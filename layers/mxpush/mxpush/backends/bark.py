@@ -200,8 +200,10 @@ class BarkBackend(Backend):
                     "open the Bark app to get a new key"
                 )
         error = self.failure(_with_status(response, status))
-        # bark-server's messages may repeat the device key: never let it into logs.
-        raise type(error)(str(error).replace(str(target["device_key"]), "****")) from None
+        # bark-server's messages may repeat the device key: never let it into logs or the log.
+        key = str(target["device_key"])
+        detail = error.detail.replace(key, "****") if error.detail else None
+        raise type(error)(str(error).replace(key, "****"), detail=detail) from None
 
 
 def bark_sound(tweak: str | None) -> str | None:

@@ -147,7 +147,9 @@ class Backend:
                 f"{self.display_name} answered {status} (a redirect; redirects are not "
                 "followed: register the final URL)"
             )
-        return PermanentDeliveryError(f"{self.display_name} answered {status}: {response.text()}")
+        return PermanentDeliveryError(
+            f"{self.display_name} answered {status}", detail=response.text() or None
+        )
 
 
 def mask_secret(value: Any) -> str:
