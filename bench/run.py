@@ -12,6 +12,7 @@ Absolute numbers depend on the machine; the ratios are what to compare between c
 from __future__ import annotations
 
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -23,11 +24,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "synapse-1.163.2"
+# Every Lambda handler: functions/<name>/<name>_handler.py.
 HANDLERS = {
-    "notify": ROOT / "functions" / "notify",
-    "registration": ROOT / "functions" / "registration",
-    "gotify_sender": ROOT / "functions" / "gotify_sender",
-    "record_outcome": ROOT / "functions" / "record_outcome",
+    folder.name: folder
+    for folder in sorted((ROOT / "functions").iterdir())
+    if (folder / f"{folder.name}_handler.py").exists()
 }
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
 
@@ -139,13 +140,87 @@ def notify_path() -> None:
             "badge, nothing pending": per_call(lambda: post(body(badge, idle, fresh_event=False))),
             "new delayed push (- registration)": per_call(new_batch) - register_cost,
         }
-        print("## Notify path in process (moto; no HTTP), per notification")
+        print("## Notify path in local mode (moto, in process, no HTTP), per notification")
+        print("(moto's cost grows with item size and StartExecution is slow in moto: compare")
+        print(" ratios between commits, not with AWS latencies)")
         print(f"{'case':<36}{'ms':>8}{'x floor':>10}")
         for name, seconds in cases.items():
             print(f"{name:<36}{seconds * 1000:8.2f}{seconds / floor:10.2f}")
         print()
+        item_growth(gateway, post, new_pushkey)
     finally:
         gateway.stop()
+
+
+def dynamodb_item_bytes(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB bills it (names + values; numbers ~ digits/2 + 1)."""
+
+    def value_size(value: dict[str, Any]) -> int:
+        ((kind, inner),) = value.items()
+        if kind in ("S", "B"):
+            return len(str(inner).encode())
+        if kind == "N":
+            return len(str(inner).lstrip("-").replace(".", "")) // 2 + 1
+        if kind in {"BOOL", "NULL"}:
+            return 1
+        if kind == "M":
+            return 3 + sum(len(k.encode()) + value_size(v) + 1 for k, v in inner.items())
+        if kind == "L":
+            return 3 + sum(value_size(v) + 1 for v in inner)
+        return len(json.dumps(inner))
+
+    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
+
+
+def item_growth(
+    gateway: Any, post: Callable[[bytes], None], new_pushkey: Callable[[], str]
+) -> None:
+    """What a notification costs in DynamoDB write units depends on the registration item's size:
+    an UpdateItem is billed per KB of the whole item. Show that it stays small."""
+    import boto3
+
+    from mxpush.ids import registration_id
+
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    message = json.loads((FIXTURES / "message_group_3_members.1.full.json").read_text())
+    badge = json.loads((FIXTURES / "read_receipts_all_badge.2.full.json").read_text())
+
+    def size_of(pushkey: str) -> int:
+        item = dynamodb.get_item(
+            TableName=gateway.aws.table_name,
+            Key={"rid": {"S": registration_id(pushkey)}, "sk": {"S": "registration"}},
+        )["Item"]
+        return dynamodb_item_bytes(item)
+
+    def send(pushkey: str, event_id: str | None) -> None:
+        body = json.loads(json.dumps(message if event_id else badge))
+        body["notification"]["devices"][0]["pushkey"] = pushkey
+        if event_id:
+            body["notification"]["event_id"] = event_id
+        post(json.dumps(body).encode())
+
+    print("## Registration item size (DynamoDB bills each notify write per started KB)")
+    fresh = size_of(new_pushkey())
+    print(f"{'state':<52}{'bytes':>8}{'WCU':>6}")
+    print(f"{'registered, nothing pending':<52}{fresh:>8}{-(-fresh // 1024):>6}")
+    for n in (1, 10, 50):
+        key = new_pushkey()
+        for i in range(n):
+            send(key, f"$pending-{n}-{i}")
+        size = size_of(key)
+        print(f"{f'{n} events coalescing in one pending push':<52}{size:>8}{-(-size // 1024):>6}")
+    key = new_pushkey()
+    for i in range(300):
+        send(key, f"$cancelled-{i}")
+        send(key, None)  # read at once: cancelled, its event joins the duplicate filter
+    gateway.aws.functions.invoke(
+        "RecordOutcomeFunction", {"action": "flush", "registration": registration_id(key)}
+    )
+    size = size_of(key)
+    print(
+        f"{'after 300 cancelled pushes (filter trimmed to 64)':<52}{size:>8}{-(-size // 1024):>6}"
+    )
+    print()
 
 
 def parse_and_render() -> None:
@@ -171,6 +246,9 @@ def parse_and_render() -> None:
 
 
 def main() -> None:
+    # moto logs (as errors) executions stopped in the middle of a task: the item-size run
+    # cancels hundreds of pushes at once on purpose. AWS handles that silently.
+    logging.getLogger("moto").setLevel(logging.CRITICAL)
     print(f"mxpush benchmarks - Python {sys.version.split()[0]} on {os.uname().machine}\n")
     cold_start()
     notify_path()

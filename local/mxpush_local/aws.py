@@ -22,12 +22,15 @@ from typing import Any
 import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.dynamodb.exceptions import MockValidationException
 from moto.dynamodb.responses import DynamoHandler
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from mxpush_local.template import FunctionSpec, Template
 
 REGION = "us-east-1"
+# DynamoDB's limit on each expression of a request.
+MAX_EXPRESSION_BYTES = 4096
 ACCOUNT = "123456789012"
 log = logging.getLogger("mxpush_local")
 
@@ -175,12 +178,17 @@ class LocalAws:
         LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign,assignment]
 
     def _serialize_dynamodb(self) -> None:
-        """moto's DynamoDB is not atomic across threads; real DynamoDB is. The state machine runs
-        in its own threads, so make each DynamoDB request atomic, as it is on AWS."""
+        """Two ways moto's DynamoDB differs from AWS that matter here: it is not atomic across
+        threads (the state machine runs in its own threads), and it does not enforce the 4 KB
+        limit on expressions. Make each request atomic and refuse oversized expressions, as
+        AWS does."""
         lock = threading.RLock()
         original = DynamoHandler.call_action
 
         def call_action(handler: Any) -> Any:
+            refusal = _oversized_expression(handler.body)
+            if refusal is not None:
+                return refusal
             with lock:
                 return original(handler)
 
@@ -201,6 +209,22 @@ class LocalAws:
 
         self._saved_worker_stop = original
         ExecutionWorker.stop = stop  # type: ignore[method-assign,assignment]
+
+
+def _oversized_expression(body: Any) -> tuple[int, dict[str, str], str] | None:
+    try:
+        request = json.loads(body or "{}")
+    except (TypeError, ValueError):
+        return None
+    for key in ("UpdateExpression", "ConditionExpression", "KeyConditionExpression"):
+        expression = request.get(key) if isinstance(request, dict) else None
+        if isinstance(expression, str) and len(expression.encode()) > MAX_EXPRESSION_BYTES:
+            error = MockValidationException(
+                f"Invalid {key}: Expression size has exceeded the maximum allowed size; "
+                f"expression size: {len(expression.encode())}"
+            )
+            return error.code, {"Content-Type": "application/x-amz-json-1.0"}, error.description
+    return None
 
 
 def _import_file(module_name: str, path: Path) -> ModuleType:

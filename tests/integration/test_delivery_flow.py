@@ -298,3 +298,34 @@ def test_receiver_answer_reaches_the_owner_but_not_the_logs(
     assert echo in entry["reason"]
     assert "delivery failed" in caplog.text
     assert "hi, this is a DM" not in caplog.text
+
+
+def test_the_next_execution_writes_cancellations_to_the_log(
+    api: Api, gotify: FakeGotify, gateway: LocalGateway
+) -> None:
+    """A cancel has room for one write only, so it parks the cancelled batch in the registration
+    item; the next execution's first state (FlushLog) must write it as a log item."""
+    from mxpush.ids import registration_id
+    from mxpush.store import LOG_PREFIX, LogItem, RegistrationItem
+
+    pushkey = api.register(gotify, delay=30)
+    rid = registration_id(pushkey)
+    api.notify(synapse_body(DM, pushkey))
+    api.notify(synapse_body("read_receipts_all_badge.2.full", pushkey))
+
+    def parked() -> dict[str, Any]:
+        item = RegistrationItem.get(rid, "registration", consistent_read=True)
+        # (An empty MapAttribute is truthy: compare its contents.)
+        unlogged: dict[str, Any] = item.unlogged.as_dict() if item.unlogged else {}  # type: ignore[no-untyped-call]
+        return unlogged
+
+    assert len(parked()) == 1  # parked, not yet logged
+    api.notify(synapse_body(GROUP, pushkey))  # opens a batch whose execution flushes first
+
+    def flushed() -> bool:
+        return parked() == {}
+
+    wait_until(flushed, timeout=10)
+    [log] = list(LogItem.query(rid, LogItem.sk.startswith(LOG_PREFIX)))
+    assert log.outcome == "cancelled"
+    assert [e["id"] for e in log.events] == [DM_EVENT]

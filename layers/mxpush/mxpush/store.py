@@ -71,6 +71,8 @@ CLAIM_SK = "claim"
 # Synapse retries one notification at a time per pusher, so duplicates are of recent events.
 MAX_RECENT = 64
 SENDING_RETENTION_SECONDS = 24 * 3600
+# Removals per UpdateItem in housekeeping: well inside the 4 KB expression limit.
+HOUSEKEEPING_BATCH = 25
 _CANCELLED_PREFIX = "cancelled:"
 _PENDING_ATTRIBUTES = (
     "p_id",
@@ -722,21 +724,35 @@ class DynamoStore:
         return [EventRef.from_item(e) for e in _deserialize_list(old.get("p_events"))]
 
     def _put_log(self, rid: str, record: DeliveryRecord) -> None:
-        ms = int(record.at * 1000)
-        suffix = (record.batch_id or "x")[:12]
         try:
-            LogItem(
-                rid=rid,
-                sk=f"{LOG_PREFIX}{ms:013d}#{suffix}",
-                at=record.at,
-                outcome=record.outcome.value,
-                reason=record.reason,
-                batch=record.batch_id,
-                events=[e.to_item() for e in record.events],
-                expires_at=int(record.at) + self.log_retention_seconds,
-            ).save()
+            self._log_item(rid, record).save()
         except PynamoDBException as exc:
             raise StoreUnavailable(f"could not write the delivery log ({_code(exc)})") from None
+
+    def _put_logs(self, rid: str, records: Sequence[DeliveryRecord]) -> None:
+        if len(records) == 1:
+            self._put_log(rid, records[0])
+            return
+        try:
+            with LogItem.batch_write() as batch:  # 25 items per request, retried by pynamodb
+                for record in records:
+                    batch.save(self._log_item(rid, record))
+        except PynamoDBException as exc:
+            raise StoreUnavailable(f"could not write the delivery log ({_code(exc)})") from None
+
+    def _log_item(self, rid: str, record: DeliveryRecord) -> LogItem:
+        ms = int(record.at * 1000)
+        suffix = (record.batch_id or "x")[:12]
+        return LogItem(
+            rid=rid,
+            sk=f"{LOG_PREFIX}{ms:013d}#{suffix}",
+            at=record.at,
+            outcome=record.outcome.value,
+            reason=record.reason,
+            batch=record.batch_id,
+            events=[e.to_item() for e in record.events],
+            expires_at=int(record.at) + self.log_retention_seconds,
+        )
 
     def _housekeeping(
         self,
@@ -746,43 +762,54 @@ class DynamoStore:
         *,
         add_recent: Sequence[str] = (),
     ) -> None:
-        """Write cancelled batches to the log, trim the duplicate filter, drop stuck claims.
+        """Trim the duplicate filter, write cancelled batches to the log, drop stuck claims.
 
         Idempotent: log keys derive from the entry, so a repeat overwrites. The filter is
-        rewritten only if no cancel appended to it meanwhile (else: read again, retry).
+        rewritten only if no cancel appended to it meanwhile (else: read again, retry). However
+        many cancellations are parked, the work goes in bounded requests: an UpdateItem's
+        expression is limited to 4 KB.
         """
         R = RegistrationItem  # noqa: N806
         for _ in range(3):
-            actions: list[Action] = []
-            for entry_key, value in _m(raw_item, "unlogged").items():
-                record = _unlogged_record(entry_key, value)
-                if record is not None:
-                    self._put_log(rid, record)
-                actions.append(R.unlogged[entry_key].remove())
-            for key, value in _m(raw_item, "sending").items():
-                claimed = float(value.get("M", {}).get("claimed", {}).get("N", now))
-                if claimed < now - SENDING_RETENTION_SECONDS:
-                    actions.append(R.sending[key].remove())
             old_recent = [v["S"] for v in (raw_item.get("recent") or {}).get("L", [])]
             new_recent = _trimmed(old_recent + list(add_recent))
+            actions: list[Action] = []
+            condition = R.rid.exists()
             if raw_item.get("owner", {}).get("S") == IMPLICIT_OWNER:
                 actions.append(R.expires_at.set(int(now) + IMPLICIT_IDLE_SECONDS))
-            condition = R.rid.exists()
             if new_recent != old_recent:
                 actions.append(R.recent.set(new_recent))
                 condition &= (
                     size(R.recent) == len(old_recent) if old_recent else R.recent.does_not_exist()
                 )
             if not actions:
-                return
+                break
             try:
                 self._update(rid, actions, condition, "NONE")
+                break
             except _ConditionFailed as failed:
                 if failed.old_item is None:
                     return  # deleted meanwhile
                 raw_item = failed.old_item
-                continue
-            return
+        removals: list[Action] = []
+        records: list[DeliveryRecord] = []
+        for entry_key, value in _m(raw_item, "unlogged").items():
+            record = _unlogged_record(entry_key, value)
+            if record is not None:
+                records.append(record)
+            removals.append(R.unlogged[entry_key].remove())
+        for key, value in _m(raw_item, "sending").items():
+            claimed = float(value.get("M", {}).get("claimed", {}).get("N", now))
+            if claimed < now - SENDING_RETENTION_SECONDS:
+                removals.append(R.sending[key].remove())
+        self._put_logs(rid, records)  # before the removals: a crash in between loses nothing
+        for start in range(0, len(removals), HOUSEKEEPING_BATCH):
+            try:
+                self._update(
+                    rid, removals[start : start + HOUSEKEEPING_BATCH], R.rid.exists(), "NONE"
+                )
+            except _ConditionFailed:
+                return
 
 
 # --- conversions --------------------------------------------------------------------------------
