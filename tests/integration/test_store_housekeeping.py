@@ -49,3 +49,27 @@ def test_one_flush_logs_every_parked_cancellation(
     )
     trimmed = RegistrationItem.get(rid, "registration", consistent_read=True).recent
     assert trimmed == [f"{i:016x}" for i in range(PARKED - MAX_RECENT, PARKED)]
+
+
+def test_a_cancellation_both_parked_and_logged_is_listed_once(
+    api: Api, gateway: LocalGateway, gotify: FakeGotify
+) -> None:
+    """A flush writes the log before it removes the parked entry: between the two (or if it
+    crashed there, until the next flush) the cancellation is in both places."""
+    pushkey = api.register(gotify, delay=3600)
+    rid = registration_id(pushkey)
+    at_ms = 1_800_000_000_000
+    item = RegistrationItem.get(rid, "registration")
+    item.unlogged = {
+        f"cancelled:{at_ms}:0": [{"id": "$both", "room": "!r:x", "at": 1.0, "u": 2}],
+        f"cancelled:{at_ms + 1}:0": [{"id": "$parked", "room": "!r:x", "at": 1.0, "u": 2}],
+    }
+    item.save()
+    store = wiring.store()
+    [logged, _parked] = sorted(store.list_deliveries(rid, now=at_ms / 1000), key=lambda r: r.at)
+    store.log_delivery(rid, logged)
+
+    records = store.list_deliveries(rid, now=at_ms / 1000 + 1)
+
+    assert sorted(e.event_id for r in records for e in r.events) == ["$both", "$parked"]
+    assert {r.outcome.value for r in records} == {"cancelled"}

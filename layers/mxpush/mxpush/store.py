@@ -644,7 +644,12 @@ class DynamoStore:
             raise StoreUnavailable(f"could not read the delivery log ({_code(exc)})") from None
         records = [_record_from_log(log) for log in logs]
         if item is not None:
-            records += _unlogged_records(_plain(item.unlogged))
+            # The item is read before the log: a flush in between shows its cancellations in
+            # both (never in neither), so skip those the log already holds.
+            logged = {r.batch_id for r in records}
+            records += [
+                r for r in _unlogged_records(_plain(item.unlogged)) if r.batch_id not in logged
+            ]
         # TTL deletes lazily (within days); hide what has expired already.
         records = [r for r in records if r.at >= oldest]
         records.sort(key=lambda r: r.at, reverse=True)
