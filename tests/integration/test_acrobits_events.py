@@ -33,9 +33,3 @@ def test_push_token_report_event(gateway: LocalGateway) -> None:
         "RegistrationFunction", load("push-token-report.json")
     )
     assert unauthorized["statusCode"] == 401
-
-
-def test_acrobits_sender_event(gateway: LocalGateway) -> None:
-    answer = gateway.aws.functions.invoke("AcrobitsSenderFunction", load("acrobits-sender.json"))
-
-    assert answer == {"outcome": "skipped", "reason": "registration deleted"}

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from mxpush_local.gateway import LocalGateway
+from mxpush_local.template import load_template
 from tests.conftest import ADMIN_TOKEN, Api
 from tests.fakes.gotify import FakeGotify
 
-EVENTS = Path(__file__).resolve().parents[2] / "events"
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
 PLACEHOLDER_PUSHKEY = "mxp_REPLACE_WITH_A_REGISTERED_PUSHKEY"
 
 
@@ -76,11 +78,35 @@ def test_registration_events(gateway: LocalGateway, gotify: FakeGotify) -> None:
     assert unauthorized["statusCode"] == 401
 
 
-def test_state_machine_task_events(gateway: LocalGateway) -> None:
-    sender = load("gotify-sender.json")
-    assert invoke(gateway, "GotifySenderFunction", sender) == {
+SENDER_FUNCTIONS = sorted(
+    name
+    for name in load_template(ROOT / "template.yaml").functions
+    if name.endswith("SenderFunction")
+)
+
+
+def sender_event_name(function: str) -> str:
+    """`NtfySenderFunction` -> `ntfy-sender.json`."""
+    return function.removesuffix("SenderFunction").lower() + "-sender.json"
+
+
+def test_every_sender_function_has_a_sample_event() -> None:
+    assert len(SENDER_FUNCTIONS) >= 7
+    missing = [f for f in SENDER_FUNCTIONS if not (EVENTS / sender_event_name(f)).is_file()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("function", SENDER_FUNCTIONS)
+def test_sender_events(gateway: LocalGateway, function: str) -> None:
+    event = load(sender_event_name(function))
+    # The event names its own backend, the one whose Choice branch leads to this function.
+    assert event["backend"] == function.removesuffix("SenderFunction").lower()
+    assert invoke(gateway, function, event) == {
         "outcome": "skipped",
         "reason": "registration deleted",
     }
+
+
+def test_record_outcome_event(gateway: LocalGateway) -> None:
     record = load("record-outcome.json")
     assert invoke(gateway, "RecordOutcomeFunction", record) == {"outcome": "delivered"}
