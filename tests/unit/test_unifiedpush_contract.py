@@ -149,6 +149,8 @@ def test_target_validation_and_masking() -> None:
     assert checked.target == {"endpoint": "http://127.0.0.1:9/upABCDEF"}
     assert checked.warnings == ["target.x: unknown field for backend 'unifiedpush', ignored"]
     assert "upABCDEF" not in json.dumps(BACKEND.mask_target(checked.target))
+    # The owner still sees which distributor it is.
+    assert BACKEND.mask_target(checked.target) == {"endpoint": "http://127.0.0.1:9/****DEF"}
 
 
 def test_priority_overrides_are_refused() -> None:

@@ -612,10 +612,12 @@ def test_private_endpoint_is_refused_by_default(browser: Browser) -> None:
 # --- secrets and priorities ---------------------------------------------------------------------
 
 
-def test_mask_target_hides_the_keys_and_keeps_the_endpoint(target: dict[str, Any]) -> None:
+def test_mask_target_hides_the_keys_and_the_endpoint_path(target: dict[str, Any]) -> None:
     masked = BACKEND.mask_target(target)
 
-    assert masked["endpoint"] == target["endpoint"]
+    origin, _, path = target["endpoint"].partition("://")[2].partition("/")
+    assert masked["endpoint"] == f"http://{origin}/****{path[-3:]}"
+    assert path not in json.dumps(masked)
     assert masked["keys"] == {
         "p256dh": "****" + target["keys"]["p256dh"][-3:],
         "auth": "****" + target["keys"]["auth"][-3:],

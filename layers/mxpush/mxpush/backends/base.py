@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from mxpush.errors import (
     DeliveryError,
@@ -59,6 +60,8 @@ class Backend:
     display_name: ClassVar[str]
     # Keys of the target that are secrets: never returned in full, never logged.
     secret_fields: ClassVar[frozenset[str]] = frozenset()
+    # Keys of the target that are capability URLs: shown as their origin only (`mask_url`).
+    secret_url_fields: ClassVar[frozenset[str]] = frozenset()
     known_fields: ClassVar[frozenset[str]] = frozenset()
     default_priority: ClassVar[Mapping[str, int]] = {}
     priority_range: ClassVar[tuple[int, int]] = (0, 10)
@@ -110,7 +113,12 @@ class Backend:
         return str(value) if value else None
 
     def mask_target(self, target: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: mask_secret(v) if k in self.secret_fields else v for k, v in target.items()}
+        masked = dict(target)
+        for key in self.secret_fields & target.keys():
+            masked[key] = mask_secret(target[key])
+        for key in self.secret_url_fields & target.keys():
+            masked[key] = mask_url(target[key])
+        return masked
 
     # --- delivery -----------------------------------------------------------------------------
 
@@ -156,6 +164,18 @@ def mask_secret(value: Any) -> str:
     """`AbCdEfGhIjKlMn` -> `****lMn`: enough to tell two tokens apart, not to use one."""
     text = str(value)
     return "****" + text[-3:] if len(text) >= 12 else "****"
+
+
+def mask_url(value: Any) -> str:
+    """`https://push.example.org/wpush/v2/gAAAAB...xyz` -> `https://push.example.org/****xyz`.
+
+    For capability URLs (a Web Push or UnifiedPush endpoint: whoever has it can push): the
+    origin tells the owner which push service it is, the path and query stay hidden."""
+    text = str(value)
+    parts = urlsplit(text)
+    if not parts.scheme or not parts.hostname:
+        return mask_secret(text)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/{mask_secret(text)}"
 
 
 def require_string(target: Mapping[str, Any], key: str, *, max_length: int = 2048) -> str:

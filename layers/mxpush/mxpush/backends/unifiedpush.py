@@ -34,7 +34,7 @@ class UnifiedPushBackend(Backend):
     display_name: ClassVar[str] = "UnifiedPush"
     known_fields: ClassVar[frozenset[str]] = frozenset({"endpoint"})
     # The endpoint URL is the only credential a UnifiedPush client has: treat it as a secret.
-    secret_fields: ClassVar[frozenset[str]] = frozenset({"endpoint"})
+    secret_url_fields: ClassVar[frozenset[str]] = frozenset({"endpoint"})
 
     def check(self, target: dict[str, Any], policy: TargetPolicy) -> dict[str, Any]:
         return {"endpoint": check_target_url(target, "endpoint", policy)}

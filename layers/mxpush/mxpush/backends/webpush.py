@@ -79,6 +79,9 @@ class WebPushBackend(Backend):
     name: ClassVar[str] = "webpush"
     display_name: ClassVar[str] = "Web Push"
     secret_fields: ClassVar[frozenset[str]] = frozenset({"keys"})
+    # The endpoint names one browser's subscription (and, subscribed without a VAPID key, lets
+    # anyone push to it): API answers show only the push service's origin.
+    secret_url_fields: ClassVar[frozenset[str]] = frozenset({"endpoint"})
     known_fields: ClassVar[frozenset[str]] = frozenset({"endpoint", "keys", "expirationTime"})
     default_priority: ClassVar[Mapping[str, int]] = {"call": 3, "highlight": 3, "high": 2, "low": 1}
     priority_range: ClassVar[tuple[int, int]] = (0, len(URGENCY_LEVELS) - 1)
@@ -122,7 +125,7 @@ class WebPushBackend(Backend):
         }
 
     def mask_target(self, target: Mapping[str, Any]) -> dict[str, Any]:
-        masked = dict(target)
+        masked = super().mask_target(target)
         keys = target.get("keys")
         if isinstance(keys, Mapping):
             masked["keys"] = {name: mask_secret(value) for name, value in keys.items()}
