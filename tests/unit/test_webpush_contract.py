@@ -28,7 +28,13 @@ from mxpush.notification import parse_notify_body
 from mxpush.outbound import OutboundHttp
 from mxpush.render import MessageKind, PushMessage, render_batch, render_test
 from mxpush.urlsafety import TargetPolicy
-from mxpush.vapid import VapidKey, WebPushUnavailable, generate_private_key, load_vapid_key
+from mxpush.vapid import (
+    VapidKey,
+    WebPushKeyUnreadable,
+    WebPushUnavailable,
+    generate_private_key,
+    load_vapid_key,
+)
 from tests.fakes.server import Reply
 from tests.fakes.webpush import Browser, FakePushService, push_error
 
@@ -447,6 +453,23 @@ def test_without_a_vapid_key_nothing_is_sent(push: FakePushService, target: dict
         backend.send(rendered(DM), target, DEFAULT, HTTP)
     with pytest.raises(InvalidParam, match=r"^backend: Web Push is not enabled"):
         backend.validate_target(dict(target), LOCAL)
+    assert push.requests == []
+
+
+def test_an_unreadable_key_is_a_transient_error(
+    push: FakePushService, target: dict[str, Any]
+) -> None:
+    def unreadable() -> VapidKey:
+        raise WebPushKeyUnreadable
+
+    backend = WebPushBackend(unreadable)
+
+    # Step Functions retries it with backoff, by which time the key is read again.
+    with pytest.raises(TransientDeliveryError, match="temporarily unavailable"):
+        backend.send(rendered(DM), target, DEFAULT, HTTP)
+    with pytest.raises(WebPushKeyUnreadable) as refused:
+        backend.validate_target(dict(target), LOCAL)
+    assert refused.value.status == 503
     assert push.requests == []
 
 

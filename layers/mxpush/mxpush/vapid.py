@@ -19,7 +19,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from mxpush.errors import ConfigError, NotFound
+from mxpush.errors import ConfigError, NotFound, ServiceUnavailable
 
 # RFC 8292 §2: `exp` MUST NOT be more than 24 hours after the request; stay well inside it.
 TOKEN_LIFETIME_SECONDS = 12 * 3600
@@ -32,6 +32,14 @@ class WebPushUnavailable(NotFound):
     def __init__(self, reason: str) -> None:
         super().__init__(f"Web Push is not enabled on this gateway: {reason}")
         self.reason = reason
+
+
+class WebPushKeyUnreadable(ServiceUnavailable):
+    """The VAPID key is configured but could not be read just now (SSM throttled, timed out,
+    denied): a 503 for API callers, a transient error for the sender, tried again shortly."""
+
+    def __init__(self) -> None:
+        super().__init__("Web Push is temporarily unavailable: its key cannot be read; retry later")
 
 
 class VapidKey:

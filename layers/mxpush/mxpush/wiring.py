@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mxpush.config import Settings
-from mxpush.errors import ConfigError
+from mxpush.errors import ConfigError, MxpushError
 from mxpush.homeserver import MatrixClient
 from mxpush.implicit import ImplicitRegistrations
 from mxpush.outbound import OutboundHttp
 from mxpush.scheduler import StepFunctionsScheduler
 from mxpush.store import DynamoStore
 from mxpush.urlsafety import TargetPolicy
-from mxpush.vapid import VapidKey, WebPushUnavailable, load_vapid_key
+from mxpush.vapid import VapidKey, WebPushKeyUnreadable, WebPushUnavailable, load_vapid_key
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -77,62 +77,95 @@ def matrix_client() -> MatrixClient:
     return MatrixClient(OutboundHttp(TargetPolicy(allow_private=True)), clock=clock)
 
 
-@functools.cache
+# A failed SSM read is not kept for the container's life (hours, on a busy gateway): it is
+# tried again on a later call, at most this often, so a throttled or briefly denied read heals
+# by itself and a parameter created after the deploy is picked up.
+SECRET_RETRY_SECONDS = 30.0
+
+_parameters: dict[str, str | None] = {}
+_parameter_failures: dict[str, tuple[float, ParameterUnreadable]] = {}
+
+
+class ParameterUnreadable(MxpushError):
+    """An SSM parameter could not be read. `transient` is false when it does not exist."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"cannot read the SSM parameter ({code})")
+        self.transient = code != "ParameterNotFound"
+
+
+def secure_parameter(name: str, purpose: str) -> str | None:
+    """An SSM SecureString's value, kept for the warm container once read. Raises
+    `ParameterUnreadable`; a failure is logged, and remembered for `SECRET_RETRY_SECONDS`."""
+    if name in _parameters:
+        return _parameters[name]
+    failed = _parameter_failures.get(name)
+    if failed and clock() < failed[0] + SECRET_RETRY_SECONDS:
+        raise failed[1]
+    try:
+        response = _ssm_client().get_parameter(Name=name, WithDecryption=True)
+    except (BotoCoreError, ClientError) as exc:
+        code = type(exc).__name__
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code") or code)
+        log.error(  # noqa: TRY400 - a configuration or AWS problem, not a bug: no traceback
+            "%s unavailable: cannot read SSM parameter %s (%s); trying again in %d s",
+            purpose,
+            name,
+            code,
+            SECRET_RETRY_SECONDS,
+        )
+        error = ParameterUnreadable(code)
+        _parameter_failures[name] = (clock(), error)
+        raise error from None
+    value = response.get("Parameter", {}).get("Value") or None
+    _parameters[name] = value
+    _parameter_failures.pop(name, None)
+    return value
+
+
 def admin_token() -> str | None:
-    """The operator token: from the environment (local mode) or an SSM SecureString (AWS)."""
+    """The operator token: from the environment (local mode) or an SSM SecureString (AWS).
+    None while it cannot be read: Matrix-token callers can still use the API meanwhile."""
     s = settings()
     if s.admin_token:
         return s.admin_token
     if not s.admin_token_parameter:
         return None
     try:
-        response = _ssm_client().get_parameter(Name=s.admin_token_parameter, WithDecryption=True)
-    except (BotoCoreError, ClientError) as exc:
-        # Matrix-token callers can still use the API; say once per container why the
-        # operator token does not work.
-        log.error(  # noqa: TRY400 - a configuration problem, not a bug: no traceback
-            "operator token unavailable: cannot read SSM parameter %s (%s)",
-            s.admin_token_parameter,
-            type(exc).__name__,
-        )
+        return secure_parameter(s.admin_token_parameter, "operator token")
+    except ParameterUnreadable:
         return None
-    value = response.get("Parameter", {}).get("Value")
-    return value or None
 
 
 def vapid_key() -> VapidKey:
     """The Web Push VAPID key: from the environment (local mode) or an SSM SecureString (AWS).
-    Raises `WebPushUnavailable` (a 404 for API callers) when there is none; other features go on."""
-    loaded = _vapid_key()
+    Raises `WebPushUnavailable` (a 404 for API callers) when there is none, and
+    `WebPushKeyUnreadable` (503) when it cannot be read just now; other features go on."""
+    s = settings()
+    private_key = s.vapid_private_key
+    if not private_key and s.vapid_private_key_parameter:
+        try:
+            private_key = secure_parameter(s.vapid_private_key_parameter, "Web Push")
+        except ParameterUnreadable as exc:
+            if exc.transient:
+                raise WebPushKeyUnreadable from None
+            raise WebPushUnavailable("its VAPID private key cannot be read") from None
+    loaded = _load_vapid_key(private_key, s.vapid_subject)
     if isinstance(loaded, str):
         raise WebPushUnavailable(loaded)
     return loaded
 
 
 @functools.cache
-def _vapid_key() -> VapidKey | str:
+def _load_vapid_key(private_key: str | None, subject: str | None) -> VapidKey | str:
     """The key, or why there is none (said once per container in the log)."""
-    s = settings()
-    private_key = s.vapid_private_key
-    if not private_key and s.vapid_private_key_parameter:
-        try:
-            response = _ssm_client().get_parameter(
-                Name=s.vapid_private_key_parameter, WithDecryption=True
-            )
-        except (BotoCoreError, ClientError) as exc:
-            log.error(  # noqa: TRY400 - a configuration problem, not a bug: no traceback
-                "Web Push unavailable: cannot read SSM parameter %s (%s)",
-                s.vapid_private_key_parameter,
-                type(exc).__name__,
-            )
-            return "its VAPID private key cannot be read"
-        private_key = response.get("Parameter", {}).get("Value")
     if not private_key:
         return "no VAPID private key is configured"
-    if not s.vapid_subject:
+    if not subject:
         return "no VAPID subject (MXPUSH_VAPID_SUBJECT, a mailto: or https: contact) is configured"
     try:
-        return load_vapid_key(private_key, s.vapid_subject)
+        return load_vapid_key(private_key, subject)
     except ConfigError as exc:
         log.error("Web Push unavailable: %s", exc)  # noqa: TRY400 - configuration, not a bug
         return str(exc)
@@ -147,10 +180,11 @@ def reset() -> None:
         implicit_registrations,
         outbound_http,
         matrix_client,
-        admin_token,
-        _vapid_key,
+        _load_vapid_key,
     ):
         cached.cache_clear()
+    _parameters.clear()
+    _parameter_failures.clear()
 
 
 def _sfn_client() -> SFNClient:

@@ -50,12 +50,18 @@ from mxpush.backends.base import (
     check_target_url,
     mask_secret,
 )
-from mxpush.errors import InvalidParam, PermanentDeliveryError
+from mxpush.errors import InvalidParam, PermanentDeliveryError, TransientDeliveryError
 from mxpush.model import RegistrationOptions
 from mxpush.outbound import OutboundHttp
 from mxpush.render import MessageKind, PushMessage
 from mxpush.urlsafety import TargetPolicy
-from mxpush.vapid import VapidKey, WebPushUnavailable, b64url_decode, b64url_encode
+from mxpush.vapid import (
+    VapidKey,
+    WebPushKeyUnreadable,
+    WebPushUnavailable,
+    b64url_decode,
+    b64url_encode,
+)
 
 URGENCY_LEVELS = ("very-low", "low", "normal", "high")  # options.priority 0..3
 TTL_SECONDS = 900
@@ -144,6 +150,8 @@ class WebPushBackend(Backend):
     ) -> SendResult:
         try:
             vapid = self._vapid_key()
+        except WebPushKeyUnreadable as exc:
+            raise TransientDeliveryError(f"Web Push: {exc.error}") from None
         except WebPushUnavailable as exc:
             raise PermanentDeliveryError(f"Web Push: {exc.error}") from None
         endpoint = str(target["endpoint"])
