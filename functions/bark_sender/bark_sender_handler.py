@@ -5,25 +5,7 @@ Raises `TransientDeliveryError` on purpose (timeouts, 429, 5xx): the state machi
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from mxpush import wiring
 from mxpush.backends.bark import BarkBackend
-from mxpush.delivery import send_batch
+from mxpush.sender import sender_handler
 
-logger = Logger(service="mxpush")
-BACKEND = BarkBackend()
-
-
-@logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
-    return send_batch(
-        event,
-        backend=BACKEND,
-        store=wiring.store(),
-        http=wiring.outbound_http(),
-        now=wiring.clock(),
-    )
+lambda_handler = sender_handler(BarkBackend())
