@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,22 +13,20 @@ from mxpush.backends import get_backend
 from mxpush.backends.acrobits import DEFAULT_URL, AcrobitsBackend
 from mxpush.backends.base import Delivered, Rejected
 from mxpush.errors import InvalidParam, PermanentDeliveryError, TransientDeliveryError
-from mxpush.events import Urgency, summarize
-from mxpush.model import Batch, EventRef, RegistrationOptions
-from mxpush.notification import parse_notify_body
+from mxpush.events import Urgency
+from mxpush.model import RegistrationOptions
 from mxpush.outbound import OutboundHttp
-from mxpush.render import MessageKind, PushMessage, render_batch, render_test
+from mxpush.render import MessageKind, PushMessage, render_test
 from mxpush.urlsafety import TargetPolicy
 from tests.fakes.acrobits import FakeAcrobitsPnm
 from tests.fakes.server import Reply
+from tests.unit.backend_support import DEFAULT, PUBLIC, rendered, resolving
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "synapse-1.163.2"
 TOKEN = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J="
 APP_ID = "com.cloudsoftphone.app"
 CALL_TOKEN = "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY="
 CALL_APP_ID = "com.cloudsoftphone.app.pushkit"
 SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
-PUBLIC = "93.184.216.34"
 DM_ROOM = "!YIkXvNfjndhc9gq49pm2feQdKxlW4LZTdsnotiA5TMg"
 DM_EVENT = "$9YKtqgWbvfhsr99S2R_6S66iVIWunPAkPKPnHo_e5tI"
 GROUP_ROOM = "!bbQQMCPwmd9aM1RGdKYA_jwXJsIG1Mb_o6KwYXBITTU"
@@ -37,22 +34,7 @@ GROUP_EVENT = "$qVYN4m3Z_uU6ednCv43VNRVpkUL2EvV13YUB5DoO74U"
 CALL_EVENT = "$bObJ4sJMXlYweZxqmA6OVwGsSZZlM0cpBmzPhmED5ac"
 BACKEND = AcrobitsBackend()
 HTTP = OutboundHttp(TargetPolicy(allow_private=True))
-DEFAULT = RegistrationOptions()
 WITHOUT_CONTENT = RegistrationOptions(include_content=False)
-
-
-def rendered(name: str, options: RegistrationOptions = DEFAULT) -> PushMessage:
-    notification = parse_notify_body((FIXTURES / f"{name}.json").read_bytes())
-    event = summarize(notification, notification.devices[0])
-    ref = EventRef(event.event_id, event.room_id, 1000.0, event.urgency)
-    return render_batch(Batch("batch-1", event, (ref,), 1000.0), options)
-
-
-def resolving(table: dict[str, list[str]], *, allow_private: bool = False) -> TargetPolicy:
-    def resolve(host: str, port: int) -> Sequence[str]:
-        return table[host]
-
-    return TargetPolicy(allow_private=allow_private, resolver=resolve)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,35 +13,18 @@ from mxpush.backends import get_backend
 from mxpush.backends.base import Delivered, Rejected
 from mxpush.backends.gotify import GotifyBackend
 from mxpush.errors import InvalidParam, PermanentDeliveryError, TransientDeliveryError
-from mxpush.events import Urgency, summarize
-from mxpush.model import Batch, EventRef, RegistrationOptions
-from mxpush.notification import parse_notify_body
+from mxpush.events import Urgency
+from mxpush.model import RegistrationOptions
 from mxpush.outbound import OutboundHttp
-from mxpush.render import MessageKind, PushMessage, render_batch, render_test
+from mxpush.render import MessageKind, PushMessage, render_test
 from mxpush.urlsafety import TargetPolicy
 from tests.fakes.gotify import FakeGotify, gotify_error
 from tests.fakes.server import Reply
+from tests.unit.backend_support import DEFAULT, PUBLIC, rendered, resolving
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "synapse-1.163.2"
 TOKEN = "AppToken.Valid1"
-PUBLIC = "93.184.216.34"
 BACKEND = GotifyBackend()
 HTTP = OutboundHttp(TargetPolicy(allow_private=True))
-DEFAULT = RegistrationOptions()
-
-
-def rendered(name: str, options: RegistrationOptions = DEFAULT) -> PushMessage:
-    notification = parse_notify_body((FIXTURES / f"{name}.json").read_bytes())
-    event = summarize(notification, notification.devices[0])
-    ref = EventRef(event.event_id, event.room_id, 1000.0, event.urgency)
-    return render_batch(Batch("batch-1", event, (ref,), 1000.0), options)
-
-
-def resolving(table: dict[str, list[str]], *, allow_private: bool = False) -> TargetPolicy:
-    def resolve(host: str, port: int) -> Sequence[str]:
-        return table[host]
-
-    return TargetPolicy(allow_private=allow_private, resolver=resolve)
 
 
 @pytest.fixture(scope="module")
