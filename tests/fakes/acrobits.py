@@ -60,6 +60,10 @@ class FakeAcrobitsPnm(RecordingServer):
         self.code_field = code_field
         self.pushes: list[dict[str, Any]] = []
 
+    def reset(self) -> None:
+        super().reset()
+        self.pushes.clear()
+
     @property
     def send_url(self) -> str:
         return self.url + SEND_PATH

@@ -100,6 +100,10 @@ class FakeBark(RecordingServer):
         # What the phones showed: {"device_key", "title", "body", ...} after the app's processing.
         self.notifications: list[dict[str, Any]] = []
 
+    def reset(self) -> None:
+        super().reset()
+        self.notifications.clear()
+
     @property
     def base_url(self) -> str:
         return self.url + self.prefix

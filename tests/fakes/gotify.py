@@ -38,6 +38,10 @@ class FakeGotify(RecordingServer):
         self.messages: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
 
+    def reset(self) -> None:
+        super().reset()
+        self.messages.clear()
+
     @property
     def base_url(self) -> str:
         return self.url + self.prefix

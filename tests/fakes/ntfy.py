@@ -94,6 +94,10 @@ class FakeNtfy(RecordingServer):
         self.messages: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
 
+    def reset(self) -> None:
+        super().reset()
+        self.messages.clear()
+
     def topic_url(self, topic: str) -> str:
         return f"{self.url}{self.prefix}/{topic}"
 

@@ -68,6 +68,13 @@ class RecordingServer:
         self._server.shutdown()
         self._server.server_close()
 
+    def reset(self) -> None:
+        """Forget what was received and queued: a module-scoped server, fresh for each test.
+        Subclasses clear what else they record."""
+        with self._lock:
+            self.requests.clear()
+            self.queued.clear()
+
     def queue(self, *replies: Reply) -> None:
         with self._lock:
             self.queued.extend(replies)

@@ -72,6 +72,10 @@ class FakeWebhook(RecordingServer):
         self.required_headers = {k.lower(): v for k, v in (required_headers or {}).items()}
         self.documents: list[dict[str, Any]] = []
 
+    def reset(self) -> None:
+        super().reset()
+        self.documents.clear()
+
     @property
     def hook_url(self) -> str:
         return self.url + self.path

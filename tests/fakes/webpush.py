@@ -153,6 +153,11 @@ class FakePushService(RecordingServer):
         self.messages: list[PushedMessage] = []
         self._ids = itertools.count(1)
 
+    def reset(self) -> None:
+        super().reset()
+        self.messages.clear()
+        self.gone.clear()
+
     def subscribe(self, application_server_key: str) -> Browser:
         """A browser subscribing with `PushManager.subscribe({applicationServerKey})`."""
         subscription_id = f"sub{next(self._ids)}-{b64url(os.urandom(12))}"

@@ -37,9 +37,7 @@ def running_push() -> Iterator[FakePushService]:
 
 @pytest.fixture
 def push(running_push: FakePushService) -> FakePushService:
-    running_push.requests.clear()
-    running_push.queued.clear()
-    running_push.messages.clear()
+    running_push.reset()
     return running_push
 
 

@@ -47,9 +47,7 @@ def running_pnm() -> Iterator[FakeAcrobitsPnm]:
 
 @pytest.fixture
 def pnm(running_pnm: FakeAcrobitsPnm) -> FakeAcrobitsPnm:
-    running_pnm.requests.clear()
-    running_pnm.queued.clear()
-    running_pnm.pushes.clear()
+    running_pnm.reset()
     running_pnm.code_field = "code"
     running_pnm.devices = {TOKEN: APP_ID, CALL_TOKEN: CALL_APP_ID}
     return running_pnm

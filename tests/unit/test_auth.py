@@ -46,8 +46,7 @@ def running_homeserver() -> Iterator[FakeHomeserver]:
 
 @pytest.fixture
 def homeserver(running_homeserver: FakeHomeserver) -> FakeHomeserver:
-    running_homeserver.requests.clear()
-    running_homeserver.queued.clear()
+    running_homeserver.reset()
     return running_homeserver
 
 

@@ -50,9 +50,7 @@ def running_bark() -> Iterator[FakeBark]:
 
 @pytest.fixture
 def bark(running_bark: FakeBark) -> FakeBark:
-    running_bark.requests.clear()
-    running_bark.queued.clear()
-    running_bark.notifications.clear()
+    running_bark.reset()
     running_bark.devices = {KEY: Device(), "CryptoPhone": Device(encryption_key=CRYPTO_KEY)}
     return running_bark
 

@@ -38,9 +38,7 @@ def running_gotify() -> Iterator[FakeGotify]:
 
 @pytest.fixture
 def gotify(running_gotify: FakeGotify) -> FakeGotify:
-    running_gotify.requests.clear()
-    running_gotify.queued.clear()
-    running_gotify.messages.clear()
+    running_gotify.reset()
     running_gotify.app_tokens = {TOKEN}
     return running_gotify
 

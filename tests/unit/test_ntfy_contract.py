@@ -41,9 +41,7 @@ def running_ntfy() -> Iterator[FakeNtfy]:
 
 @pytest.fixture
 def ntfy(running_ntfy: FakeNtfy) -> FakeNtfy:
-    running_ntfy.requests.clear()
-    running_ntfy.queued.clear()
-    running_ntfy.messages.clear()
+    running_ntfy.reset()
     running_ntfy.rate_limited = False
     running_ntfy.auth_enabled = True
     running_ntfy.users = {"bob": "correct horse battery"}

@@ -31,8 +31,7 @@ def running_server() -> Iterator[EchoServer]:
 
 @pytest.fixture
 def server(running_server: EchoServer) -> EchoServer:
-    running_server.requests.clear()
-    running_server.queued.clear()
+    running_server.reset()
     return running_server
 
 

@@ -48,9 +48,7 @@ def running_hook() -> Iterator[FakeWebhook]:
 
 @pytest.fixture
 def hook(running_hook: FakeWebhook) -> FakeWebhook:
-    running_hook.requests.clear()
-    running_hook.queued.clear()
-    running_hook.documents.clear()
+    running_hook.reset()
     running_hook.secret = SECRET
     running_hook.required_headers = {"x-api-key": "key-123"}
     return running_hook
