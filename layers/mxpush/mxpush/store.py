@@ -94,14 +94,20 @@ class OwnerIndex(GlobalSecondaryIndex["RegistrationItem"]):
     created_at = NumberAttribute(range_key=True)
 
 
+class _FailFastMeta:
+    """Table settings for the items the notify path reads and writes."""
+
+    table_name = "mxpush"
+    region = "us-east-1"
+    # Fail fast: Synapse holds every later notification behind a slow answer.
+    connect_timeout_seconds = 2
+    read_timeout_seconds = 5
+    max_retry_attempts = 2
+
+
 class RegistrationItem(Model):
-    class Meta:
-        table_name = "mxpush"
-        region = "us-east-1"
-        # Fail fast: Synapse holds every later notification behind a slow answer.
-        connect_timeout_seconds = 2
-        read_timeout_seconds = 5
-        max_retry_attempts = 2
+    class Meta(_FailFastMeta):
+        pass
 
     rid = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True, default=REGISTRATION_SK)
@@ -139,12 +145,8 @@ class RegistrationItem(Model):
 class ClaimItem(Model):
     """Says which registration holds a claim (see the module docstring)."""
 
-    class Meta:
-        table_name = "mxpush"
-        region = "us-east-1"
-        connect_timeout_seconds = 2
-        read_timeout_seconds = 5
-        max_retry_attempts = 2
+    class Meta(_FailFastMeta):
+        pass
 
     rid = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True, default=CLAIM_SK)
