@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,17 +152,9 @@ def _no_execution_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[
     (a 60 s delay) would later push to its fake server's port, which by then the OS may have given
     to another test's fake. Stop them when the test ends."""
     yield
-    if "gateway" not in request.fixturenames:
-        return
-    gateway: LocalGateway = request.getfixturevalue("gateway")
-    client = boto3.client("stepfunctions", region_name="us-east-1")
-    pages = client.get_paginator("list_executions").paginate(
-        stateMachineArn=gateway.aws.state_machine_arn, statusFilter="RUNNING"
-    )
-    for page in pages:
-        for execution in page["executions"]:
-            with suppress(client.exceptions.ExecutionDoesNotExist):
-                client.stop_execution(executionArn=execution["executionArn"])
+    if "gateway" in request.fixturenames:
+        gateway: LocalGateway = request.getfixturevalue("gateway")
+        gateway.aws.stop_running_executions()
 
 
 @pytest.fixture

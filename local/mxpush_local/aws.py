@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -117,6 +118,17 @@ class LocalAws:
             DynamoHandler.call_action = self._saved_call_action  # type: ignore[method-assign]
         if self._saved_worker_stop is not None:
             ExecutionWorker.stop = self._saved_worker_stop  # type: ignore[method-assign]
+
+    def stop_running_executions(self) -> None:
+        """Stop every execution still running (tests: none outlives the test that started it)."""
+        client = boto3.client("stepfunctions", region_name=REGION)
+        pages = client.get_paginator("list_executions").paginate(
+            stateMachineArn=self.state_machine_arn, statusFilter="RUNNING"
+        )
+        for page in pages:
+            for execution in page["executions"]:
+                with suppress(client.exceptions.ExecutionDoesNotExist):
+                    client.stop_execution(executionArn=execution["executionArn"])
 
     # --- setup --------------------------------------------------------------------------------
 
