@@ -19,7 +19,6 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 
-from mxpush.ids import batch_id, registration_id
 from mxpush_local.gateway import LocalGateway, LocalSettings
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.homeserver import FakeHomeserver
@@ -172,11 +171,6 @@ def gotify() -> Iterator[FakeGotify]:
 @pytest.fixture
 def sfn(gateway: LocalGateway) -> Any:
     return boto3.client("stepfunctions", region_name="us-east-1")
-
-
-def execution_arn(gateway: LocalGateway, pushkey: str, event_id: str) -> str:
-    name = batch_id(registration_id(pushkey), event_id)
-    return gateway.aws.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:

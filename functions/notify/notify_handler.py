@@ -1,7 +1,8 @@
 """`/_matrix/push/v1/notify`: Synapse's notifications in, `{"rejected": [...]}` out.
 
 Thin: parse the event, hand the notification to `mxpush.gateway`, shape the answer.
-5xx only when the work could not be stored or scheduled, so that Synapse retries.
+5xx only when the work could not be stored, so that Synapse retries (a push that is stored but
+could not be scheduled is scheduled later by the slot's next batch or the sweep).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxpush import wiring
-from mxpush.errors import ApiError, SchedulerUnavailable, ServiceUnavailable, StoreUnavailable
+from mxpush.errors import ApiError, ServiceUnavailable, StoreUnavailable
 from mxpush.gateway import handle_notification
 from mxpush.http_api import Request, Router, error_response, json_response
 from mxpush.notification import parse_notify_body
@@ -32,11 +33,12 @@ def notify(request: Request) -> dict[str, Any]:
             notification,
             store=wiring.store(),
             scheduler=wiring.scheduler(),
+            senders=wiring.senders(),
             default_delay=wiring.settings().default_delay_seconds,
             now=wiring.clock(),
             implicit=wiring.implicit_registrations(),
         )
-    except (StoreUnavailable, SchedulerUnavailable) as exc:
+    except StoreUnavailable as exc:
         logger.error("notification not accepted", extra={"reason": str(exc)})  # noqa: TRY400 - an outage, not a bug: no traceback
         raise ServiceUnavailable("could not accept the notification now; retry later") from None
     return json_response(200, {"rejected": rejected})

@@ -1,8 +1,5 @@
-"""The state machine's bookkeeping task: log how a batch ended and release it.
-
-Runs after every sender, also when the sender failed for good (then the input has `error`),
-and at the start of an execution when cancelled batches wait to be written to the log.
-"""
+"""Logs `failed` for pushes that will not be tried again: a retry execution out of retries
+(its Catch), or a sender invocation Lambda gave up on (the senders' on-failure destination)."""
 
 from __future__ import annotations
 
@@ -18,5 +15,5 @@ logger = Logger(service="mxpush")
 
 
 @logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return record_outcome(event, store=wiring.store(), now=wiring.clock())

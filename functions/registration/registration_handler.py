@@ -45,7 +45,6 @@ REPORT_PATH = "/api/client/push_token_report"
 def context() -> RegistrationContext:
     return RegistrationContext(
         store=wiring.store(),
-        scheduler=wiring.scheduler(),
         matrix=wiring.matrix_client(),
         http=wiring.outbound_http(),
         policy=wiring.target_policy(),

@@ -139,7 +139,7 @@ class LocalGateway:
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
             "MXPUSH_TABLE_NAME": self.aws.table_name,
-            "MXPUSH_STATE_MACHINE_ARN": self.aws.state_machine_arn,
+            **self.aws.environment(),
             "MXPUSH_DELAY_SECONDS": str(s.delay_seconds),
             "MXPUSH_ALLOWED_HOMESERVERS": s.allowed_homeservers,
             "MXPUSH_ALLOW_PRIVATE_TARGETS": "true" if s.allow_private_targets else "false",

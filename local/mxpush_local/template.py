@@ -1,14 +1,18 @@
 """Read what local mode needs from `template.yaml`, so local mode runs what would be deployed:
-the functions and their HTTP routes, the state machine's definition and substitutions, and the
+the functions and their HTTP routes, the state machines' definitions and substitutions, and the
 table definition."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+# `${OtherFunction}` in a `!Sub`: local mode names functions by their logical ids.
+_SUBSTITUTION = re.compile(r"\$\{(\w+)\}")
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -44,6 +48,11 @@ class FunctionSpec:
     code_uri: Path
     handler: str  # "module.function"
     routes: tuple[Route, ...] = ()
+    # Environment variables the template sets from the function names of other functions
+    # (`!Sub '..${OtherFunction}..'`), with the logical ids in place of the names.
+    environment: dict[str, str] = field(default_factory=dict)
+    # Schedule events (`rate(1 minute)`), as seconds.
+    schedules: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,7 @@ class StateMachineSpec:
 class Template:
     root: Path
     functions: dict[str, FunctionSpec]
-    state_machine: StateMachineSpec
+    state_machines: dict[str, StateMachineSpec]
     table_properties: dict[str, Any]
 
 
@@ -67,7 +76,7 @@ def load_template(path: Path) -> Template:
     resources: dict[str, Any] = document["Resources"]
     root = path.parent
     functions: dict[str, FunctionSpec] = {}
-    state_machine: StateMachineSpec | None = None
+    state_machines: dict[str, StateMachineSpec] = {}
     table: dict[str, Any] | None = None
     for logical_id, resource in resources.items():
         kind = resource.get("Type")
@@ -78,11 +87,26 @@ def load_template(path: Path) -> Template:
                 for e in (props.get("Events") or {}).values()
                 if e.get("Type") == "HttpApi"
             )
+            schedules = tuple(
+                _rate_seconds(str(e["Properties"]["Schedule"]))
+                for e in (props.get("Events") or {}).values()
+                if e.get("Type") == "Schedule"
+            )
+            variables = ((props.get("Environment") or {}).get("Variables")) or {}
+            environment = {
+                name: value["Fn::Sub"]
+                for name, value in variables.items()
+                if isinstance(value, dict)
+                and isinstance(value.get("Fn::Sub"), str)
+                and "AWS::" not in value["Fn::Sub"]
+            }
             functions[logical_id] = FunctionSpec(
                 logical_id=logical_id,
                 code_uri=root / props["CodeUri"],
                 handler=props["Handler"],
                 routes=routes,
+                environment={k: _SUBSTITUTION.sub(r"\1", v) for k, v in environment.items()},
+                schedules=schedules,
             )
         elif kind == "AWS::Serverless::StateMachine":
             substitutions = {
@@ -90,13 +114,19 @@ def load_template(path: Path) -> Template:
                 for name, value in (props.get("DefinitionSubstitutions") or {}).items()
                 if isinstance(value, dict) and "Fn::GetAtt" in value
             }
-            state_machine = StateMachineSpec(
+            state_machines[logical_id] = StateMachineSpec(
                 logical_id=logical_id,
                 definition_path=root / props["DefinitionUri"],
                 function_substitutions=substitutions,
             )
         elif kind == "AWS::DynamoDB::Table":
             table = props
-    if state_machine is None or table is None:
+    if not state_machines or table is None:
         raise ValueError(f"{path}: needs a state machine and a DynamoDB table")
-    return Template(root, functions, state_machine, table)
+    return Template(root, functions, state_machines, table)
+
+
+def _rate_seconds(expression: str) -> int:
+    """`rate(1 minute)` -> 60."""
+    amount, unit = expression.removeprefix("rate(").removesuffix(")").split()
+    return int(amount) * {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600}[unit]

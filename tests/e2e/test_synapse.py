@@ -199,35 +199,20 @@ def test_revoked_gotify_token_makes_synapse_remove_the_pusher(scene: Scene) -> N
     assert len(scene.gotify.requests) == 1  # nothing more went to the dead token
 
 
-@pytest.mark.parametrize("fault", ["store", "scheduler"])
 def test_one_5xx_is_retried_by_synapse_and_pushed_once(
-    scene: Scene, fault: str, monkeypatch: pytest.MonkeyPatch
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """mxpush answers 5xx once (store or scheduler fault): Synapse retries, one push arrives"""
+    """mxpush answers 5xx once (a store fault): Synapse retries, one push arrives"""
     pushkey = scene.register(delay=0)["pushkey"]
-    failures = [f"{fault} fault injected by the e2e test"]
-    if fault == "store":
-        accept_event = DynamoStore.accept_event
+    failures = ["store fault injected by the e2e test"]
+    accept_event = DynamoStore.accept_event
 
-        def failing_accept(store: DynamoStore, rid: str, *args: Any, **kwargs: Any) -> Any:
-            if rid == registration_id(pushkey) and failures:
-                raise StoreUnavailable(failures.pop())
-            return accept_event(store, rid, *args, **kwargs)
+    def failing_accept(store: DynamoStore, rid: str, *args: Any, **kwargs: Any) -> Any:
+        if rid == registration_id(pushkey) and failures:
+            raise StoreUnavailable(failures.pop())
+        return accept_event(store, rid, *args, **kwargs)
 
-        monkeypatch.setattr(DynamoStore, "accept_event", failing_accept)
-    else:
-        client = wiring.scheduler()._client
-        start_execution = client.start_execution
-
-        def failing_start(**kwargs: Any) -> Any:
-            if failures:
-                raise ClientError(
-                    {"Error": {"Code": "ServiceUnavailable", "Message": failures.pop()}},
-                    "StartExecution",
-                )
-            return start_execution(**kwargs)
-
-        monkeypatch.setattr(client, "start_execution", failing_start)
+    monkeypatch.setattr(DynamoStore, "accept_event", failing_accept)
 
     event_id = scene.matrix.send_text(scene.alice, scene.room, "this one needs a retry")
     scene.notify_log.wait_for(lambda e: e.event_id == event_id and e.status == 200, timeout=20)
@@ -241,6 +226,34 @@ def test_one_5xx_is_retried_by_synapse_and_pushed_once(
     assert request.json()["message"] == "this one needs a retry"
     [entry] = scene.wait_for_outcome(pushkey, "delivered")
     assert entry["event_id"] == event_id
+    quiet_until(time.monotonic() + QUIET)
+    assert len(scene.gotify.requests) == 1
+
+
+def test_a_scheduling_fault_is_no_5xx_and_the_push_goes_out_once(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """the sender cannot be invoked at once: no 5xx (Synapse is not held up), the next slot
+    delivers it, once"""
+    pushkey = scene.register(delay=0)["pushkey"]
+    client = wiring.senders()._client
+    invoke = client.invoke
+    failures = ["invoke fault injected by the e2e test"]
+
+    def failing_invoke(**kwargs: Any) -> Any:
+        if failures:
+            raise ClientError(
+                {"Error": {"Code": "ServiceException", "Message": failures.pop()}}, "Invoke"
+            )
+        return invoke(**kwargs)
+
+    monkeypatch.setattr(client, "invoke", failing_invoke)
+    event_id = scene.matrix.send_text(scene.alice, scene.room, "this one takes the slot")
+    scene.notify_log.wait_for(lambda e: e.event_id == event_id and e.status == 200, timeout=20)
+    assert [e.status for e in scene.notify_log.matching(for_event(event_id))] == [200]
+    [request] = scene.gotify.wait_for(1, timeout=15)
+    assert request.json()["message"] == "this one takes the slot"
+    scene.wait_for_outcome(pushkey, "delivered")
     quiet_until(time.monotonic() + QUIET)
     assert len(scene.gotify.requests) == 1
 

@@ -1,15 +1,22 @@
-"""AWS calls per notification (issue budget): new delayed push <= 2, coalesced <= 1,
-cancel <= 2, unknown pushkey <= 1. Counted on the notify handler's own thread, through the
-same route table and handler local mode serves."""
+"""AWS calls per notification on the notify path (engine v2): reads are one Query, a message
+one or two writes, a read one write, and Step Functions only once per one-second slot — never
+StopExecution. Counted on the notify handler's own thread, through the same route table and
+handler local mode serves."""
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from typing import Any
 
 from mxpush_local.gateway import LocalGateway
 from tests.conftest import Api, count_aws_calls, synapse_body, with_event_id
 from tests.fakes.gotify import FakeGotify
+
+DM = "message_dm_2_members.1.full"
+GROUP = "message_group_3_members.1.full"
+READ = "read_receipts_all_badge.2.full"
 
 
 def notify(gateway: LocalGateway, body: dict[str, Any]) -> tuple[int, Any, list[str]]:
@@ -23,63 +30,81 @@ def notify(gateway: LocalGateway, body: dict[str, Any]) -> tuple[int, Any, list[
     return status, json.loads(payload), counter.calls
 
 
-def test_new_delayed_push_costs_two_calls(
+def in_one_second() -> None:
+    """Start at the beginning of a second, so two notifies fall into one slot."""
+    time.sleep(math.ceil(time.time()) - time.time() + 0.01)
+
+
+def test_first_batch_of_a_slot_starts_its_execution_the_next_does_not(
+    api: Api, gateway: LocalGateway, gotify: FakeGotify
+) -> None:
+    first = api.register(gotify, delay=60)
+    second = api.register(gotify, delay=60)
+    in_one_second()
+    status, answer, calls = notify(gateway, synapse_body(DM, first))
+    assert (status, answer) == (200, {"rejected": []})
+    # Read, batch, due entry, slot marker (read, conditional write), StartExecution.
+    assert calls == ["Query", "PutItem", "PutItem", "GetItem", "PutItem", "StartExecution"]
+    _, _, calls = notify(gateway, synapse_body(DM, second))
+    assert calls == ["Query", "PutItem", "PutItem", "GetItem"]  # same slot: started already
+
+
+def test_coalesced_push_costs_one_write(
     api: Api, gateway: LocalGateway, gotify: FakeGotify
 ) -> None:
     pushkey = api.register(gotify, delay=60)
-    status, answer, calls = notify(gateway, synapse_body("message_dm_2_members.1.full", pushkey))
-    assert (status, answer) == (200, {"rejected": []})
-    assert calls == ["UpdateItem", "StartExecution"]
-
-
-def test_coalesced_push_costs_one_call(api: Api, gateway: LocalGateway, gotify: FakeGotify) -> None:
-    pushkey = api.register(gotify, delay=60)
-    notify(gateway, synapse_body("message_group_3_members.1.full", pushkey))
-    second = with_event_id(synapse_body("message_group_3_members.1.full", pushkey), "$second")
+    notify(gateway, synapse_body(GROUP, pushkey))
+    second = with_event_id(synapse_body(GROUP, pushkey), "$second")
     status, _, calls = notify(gateway, second)
     assert status == 200
-    assert calls == ["UpdateItem"]
+    assert calls == ["Query", "PutItem"]
 
 
-def test_cancel_costs_two_calls(api: Api, gateway: LocalGateway, gotify: FakeGotify) -> None:
-    pushkey = api.register(gotify, delay=60)
-    notify(gateway, synapse_body("message_dm_2_members.1.full", pushkey))
-    status, _, calls = notify(gateway, synapse_body("read_receipts_all_badge.2.full", pushkey))
-    assert status == 200
-    assert calls == ["UpdateItem", "StopExecution"]
-
-
-def test_badge_with_nothing_pending_costs_one_call(
+def test_cancel_is_one_write_and_no_step_functions_call(
     api: Api, gateway: LocalGateway, gotify: FakeGotify
 ) -> None:
     pushkey = api.register(gotify, delay=60)
-    _, _, calls = notify(gateway, synapse_body("read_receipts_all_badge.2.full", pushkey))
-    assert calls == ["UpdateItem"]
+    notify(gateway, synapse_body(DM, pushkey))
+    status, _, calls = notify(gateway, synapse_body(READ, pushkey))
+    assert status == 200
+    assert calls == ["Query", "UpdateItem"]
+    assert api.deliveries(pushkey)[0]["outcome"] == "cancelled"
 
 
-def test_unknown_pushkey_costs_one_call(gateway: LocalGateway) -> None:
-    status, answer, calls = notify(gateway, synapse_body("message_dm_2_members.1.full", "nobody"))
+def test_badge_with_nothing_pending_is_one_read(
+    api: Api, gateway: LocalGateway, gotify: FakeGotify
+) -> None:
+    pushkey = api.register(gotify, delay=60)
+    _, _, calls = notify(gateway, synapse_body(READ, pushkey))
+    assert calls == ["Query"]
+
+
+def test_unknown_pushkey_is_one_read(gateway: LocalGateway) -> None:
+    status, answer, calls = notify(gateway, synapse_body(DM, "nobody"))
     assert (status, answer) == (200, {"rejected": ["nobody"]})
-    assert calls == ["UpdateItem"]
+    assert calls == ["Query"]
 
 
-def test_call_costs_two_calls(api: Api, gateway: LocalGateway, gotify: FakeGotify) -> None:
+def test_call_goes_to_its_sender_without_step_functions(
+    api: Api, gateway: LocalGateway, gotify: FakeGotify
+) -> None:
     pushkey = api.register(gotify, delay=60)
     _, _, calls = notify(gateway, synapse_body("call_invite_dm.1.full", pushkey))
-    assert calls == ["UpdateItem", "StartExecution"]
+    assert calls == ["Query", "PutItem", "PutItem", "Invoke"]
+    gotify.wait_for(1, timeout=5)
 
 
-def test_duplicate_costs_at_most_two_calls(
+def test_duplicates_cost_a_read_and_repair_what_a_failed_attempt_left(
     api: Api, gateway: LocalGateway, gotify: FakeGotify
 ) -> None:
     pushkey = api.register(gotify, delay=60)
-    first = synapse_body("message_group_3_members.1.full", pushkey)
+    first = synapse_body(GROUP, pushkey)
     notify(gateway, first)
     joined = with_event_id(first, "$joined")
     notify(gateway, joined)
-    # A duplicate of the event that opened the batch re-issues the (idempotent) start, in case
-    # the first attempt's StartExecution failed; any other duplicate costs one call.
+    # A duplicate of a pending event re-writes its due entry and checks its slot marker, in
+    # case the first attempt failed half-way; no second StartExecution.
     _, _, opener_calls = notify(gateway, first)
     _, _, joined_calls = notify(gateway, joined)
-    assert opener_calls == ["UpdateItem", "StartExecution"]
-    assert joined_calls == ["UpdateItem"]
+    assert opener_calls == ["Query", "PutItem", "GetItem"]
+    assert joined_calls == ["Query", "PutItem", "GetItem"]

@@ -10,10 +10,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mxpush import wiring
-from mxpush.errors import SchedulerUnavailable, StoreUnavailable
+from mxpush.delivery import sweep
+from mxpush.errors import StoreUnavailable
 from mxpush.store import DynamoStore
 from mxpush_local.gateway import LocalGateway
-from tests.conftest import GOTIFY_TOKEN, Api, execution_arn, synapse_body, wait_until, with_event_id
+from tests.conftest import GOTIFY_TOKEN, Api, synapse_body, wait_until, with_event_id
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.server import Reply
 
@@ -66,38 +67,31 @@ def test_message_is_delivered_after_the_delay(api: Api, gotify: FakeGotify) -> N
     assert len(gotify.requests) == 1
 
 
-def test_read_receipt_cancels_the_pending_push(
-    api: Api, gotify: FakeGotify, gateway: LocalGateway, sfn: Any
-) -> None:
+def test_read_receipt_cancels_the_pending_push(api: Api, gotify: FakeGotify) -> None:
     pushkey = api.register(gotify, delay=2)
     api.notify(synapse_body(DM, pushkey))
-    arn = execution_arn(gateway, pushkey, DM_EVENT)
-    assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
 
     answer = api.notify(synapse_body("read_receipts_all_badge.2.full", pushkey))
     assert answer.body == {"rejected": []}
-    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] == "ABORTED", timeout=5)
-    time.sleep(3)  # past the delay: nothing may arrive
-    assert gotify.requests == []
+    # Logged at once: the cancel's one write is the batch's outcome.
     [entry] = api.deliveries(pushkey)
     assert entry["outcome"] == "cancelled"
     assert entry["event_id"] == DM_EVENT
+    time.sleep(3.5)  # past the delay and its slot: nothing may arrive
+    assert gotify.requests == []
+    assert outcomes(api, pushkey) == ["cancelled"]
 
 
-def test_badge_only_cancels_only_when_unread_drops(
-    api: Api, gotify: FakeGotify, gateway: LocalGateway, sfn: Any
-) -> None:
+def test_badge_only_cancels_only_when_unread_drops(api: Api, gotify: FakeGotify) -> None:
     pushkey = api.register(gotify, delay=2)
     api.notify(synapse_body(DM, pushkey))  # queued with unread = 2
     same = synapse_body("read_receipt_dm_badge.0.full", pushkey)
     same["notification"]["counts"]["unread"] = 2
     api.notify(same)  # not lower: the user read nothing of ours
-    time.sleep(0.3)
-    arn = execution_arn(gateway, pushkey, DM_EVENT)
-    assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+    assert api.deliveries(pushkey) == []  # still pending
     api.notify(synapse_body("read_receipt_dm_badge.0.full", pushkey))  # unread 1 < 2
-    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] == "ABORTED", timeout=5)
-    time.sleep(2.5)
+    assert outcomes(api, pushkey) == ["cancelled"]
+    time.sleep(3.5)
     assert gotify.requests == []
 
 
@@ -203,55 +197,47 @@ def test_event_id_only_push_invents_nothing(api: Api, gotify: FakeGotify) -> Non
     assert "alice" not in request.body.decode()
 
 
-def test_lost_cancel_race_still_sends_nothing(
-    api: Api, gotify: FakeGotify, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """If StopExecution fails, the execution runs on, but the sender re-checks and finds the
-    batch cancelled: a read message is never pushed."""
-    # A delay wide enough that the badge surely arrives first, even on a loaded machine.
-    pushkey = api.register(gotify, delay=3)
+def test_a_read_after_the_claim_finds_the_push_gone(api: Api, gotify: FakeGotify) -> None:
+    """The slot's sender claims the batch with a conditional write: a read that lands after
+    the claim finds nothing to cancel (the push is on its way), and the push is delivered."""
+    pushkey = api.register(gotify, delay=1)
+    # The push stays in flight for a while after the claim.
+    gotify.queue(Reply(200, {"id": 99, "appid": 1, "message": "m", "title": "t"}, delay=1.5))
     api.notify(synapse_body(DM, pushkey))
-
-    def failing_stop(name: str, *, cause: str) -> None:
-        raise SchedulerUnavailable("injected")
-
-    monkeypatch.setattr(wiring.scheduler(), "stop", failing_stop)
+    wait_until(lambda: gotify.requests, timeout=10, interval=0.01)
     assert api.notify(synapse_body("read_receipts_all_badge.2.full", pushkey)).status == 200
-    time.sleep(4.5)  # past the delay: the execution ran on and its sender found nothing
-    assert gotify.requests == []
-    assert outcomes(api, pushkey) == ["cancelled"]
+    wait_for_outcome(api, pushkey, "delivered")
+    assert outcomes(api, pushkey) == ["delivered"]
+    assert len(gotify.requests) == 1
 
 
-def test_scheduler_failure_answers_503_and_the_retry_delivers_once(
+def test_throttled_start_execution_answers_200_and_the_push_goes_out_once(
     api: Api, gotify: FakeGotify, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pushkey = api.register(gotify, delay=0)
+    """StartExecution throttled after the batch was stored: the batch is accepted (200, no
+    Synapse back-off), the slot is marked unstarted, and the sweep delivers it exactly once."""
+    pushkey = api.register(gotify, delay=1)
     client = wiring.scheduler()._client
-    original = client.start_execution
-    failures = [
-        ClientError(
-            {"Error": {"Code": "ServiceUnavailable", "Message": "injected"}}, "StartExecution"
+
+    def throttled(**kwargs: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "ThrottlingException", "Message": "injected"}}, "StartExecution"
         )
-    ]
 
-    def flaky_start(**kwargs: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return original(**kwargs)
-
-    monkeypatch.setattr(client, "start_execution", flaky_start)
+    monkeypatch.setattr(client, "start_execution", throttled)
     body = synapse_body(DM, pushkey)
-    failed = api.notify(body)
-    assert failed.status == 503
-    assert failed.body["errcode"] == "M_UNKNOWN"
-    time.sleep(1.5)
-    assert gotify.requests == []  # not scheduled yet
-    # Synapse retries the same notification: now it is scheduled, exactly once.
     assert api.notify(body).body == {"rejected": []}
+    monkeypatch.undo()
+    time.sleep(2.5)
+    assert gotify.requests == []  # its slot never ran
+    result = sweep(store=wiring.store(), senders=wiring.senders(), now=time.time() + 15)
+    assert result["redriven_slots"] >= 1
     gotify.wait_for(1, timeout=10)
-    assert api.notify(body).body == {"rejected": []}
+    assert api.notify(body).body == {"rejected": []}  # Synapse's retry: a duplicate
+    wait_for_outcome(api, pushkey, "delivered")
     time.sleep(1.5)
     assert len(gotify.requests) == 1
+    assert outcomes(api, pushkey) == ["delivered"]
 
 
 def test_store_failure_answers_503(
@@ -300,32 +286,17 @@ def test_receiver_answer_reaches_the_owner_but_not_the_logs(
     assert "hi, this is a DM" not in caplog.text
 
 
-def test_the_next_execution_writes_cancellations_to_the_log(
+def test_a_failed_batch_keeps_its_events_duplicates(
     api: Api, gotify: FakeGotify, gateway: LocalGateway
 ) -> None:
-    """A cancel has room for one write only, so it parks the cancelled batch in the registration
-    item; the next execution's first state (FlushLog) must write it as a log item."""
-    from mxpush.ids import registration_id
-    from mxpush.store import LOG_PREFIX, LogItem, RegistrationItem
-
-    pushkey = api.register(gotify, delay=30)
-    rid = registration_id(pushkey)
-    api.notify(synapse_body(DM, pushkey))
-    api.notify(synapse_body("read_receipts_all_badge.2.full", pushkey))
-
-    def parked() -> dict[str, Any]:
-        item = RegistrationItem.get(rid, "registration", consistent_read=True)
-        # (An empty MapAttribute is truthy: compare its contents.)
-        unlogged: dict[str, Any] = item.unlogged.as_dict() if item.unlogged else {}  # type: ignore[no-untyped-call]
-        return unlogged
-
-    assert len(parked()) == 1  # parked, not yet logged
-    api.notify(synapse_body(GROUP, pushkey))  # opens a batch whose execution flushes first
-
-    def flushed() -> bool:
-        return parked() == {}
-
-    wait_until(flushed, timeout=10)
-    [log] = list(LogItem.query(rid, LogItem.sk.startswith(LOG_PREFIX)))
-    assert log.outcome == "cancelled"
-    assert [e["id"] for e in log.events] == [DM_EVENT]
+    """The exactly-once hole of v1: a batch ending `failed` must leave its events recognised,
+    so Synapse's retry of the same body is not delivered again."""
+    gotify.queue(Reply(400, {"error": "Bad Request", "errorCode": 400, "errorDescription": "no"}))
+    pushkey = api.register(gotify, delay=1)
+    body = synapse_body(DM, pushkey)
+    assert api.notify(body).status == 200
+    wait_for_outcome(api, pushkey, "failed")
+    assert api.notify(body).body == {"rejected": []}
+    time.sleep(2.5)
+    assert len(gotify.requests) == 1
+    assert outcomes(api, pushkey) == ["failed"]

@@ -98,15 +98,27 @@ def test_every_sender_function_has_a_sample_event() -> None:
 
 @pytest.mark.parametrize("function", SENDER_FUNCTIONS)
 def test_sender_events(gateway: LocalGateway, function: str) -> None:
+    """A first attempt at a list of batches, as a slot's delivery step invokes it."""
     event = load(sender_event_name(function))
-    # The event names its own backend, the one whose Choice branch leads to this function.
+    # The event names its own backend, the one this function is invoked for.
     assert event["backend"] == function.removesuffix("SenderFunction").lower()
-    assert invoke(gateway, function, event) == {
-        "outcome": "skipped",
-        "reason": "registration deleted",
-    }
+    # The placeholder batch does not exist: skipped, not sent, not an error.
+    assert invoke(gateway, function, event) == {"skipped": 1}
 
 
 def test_record_outcome_event(gateway: LocalGateway) -> None:
+    """Retries exhausted for a batch that is not (or no longer) held: nothing to log."""
     record = load("record-outcome.json")
-    assert invoke(gateway, "RecordOutcomeFunction", record) == {"outcome": "delivered"}
+    assert invoke(gateway, "RecordOutcomeFunction", record) == {"outcome": "failed", "logged": 0}
+
+
+def test_deliver_slot_event(gateway: LocalGateway) -> None:
+    assert invoke(gateway, "DeliverSlotFunction", load("deliver-slot.json")) == {
+        "slot": 1764600000,
+        "batches": 0,
+    }
+
+
+def test_sweep_event(gateway: LocalGateway) -> None:
+    result = invoke(gateway, "SweepFunction", load("sweep.json"))
+    assert set(result) == {"redriven_slots", "checked_slots", "redriven_batches"}

@@ -12,7 +12,7 @@ import pytest
 from mxpush import wiring
 from mxpush.ids import new_pushkey, registration_id
 from mxpush.model import Registration, Status
-from mxpush.store import ClaimItem, ClaimTaken, DynamoStore, claim_id
+from mxpush.store import ClaimItem, ClaimTaken, DynamoStore, RegistrationItem, claim_id
 from mxpush_local.gateway import LocalGateway
 from tests.conftest import count_aws_calls
 
@@ -158,7 +158,7 @@ def test_a_claim_left_by_an_interrupted_delete_can_be_released(
     first = registration(owner)
     store.create_registration(first)
     # The registration item is gone but its claim item was not removed.
-    store._get(first.rid).delete()  # type: ignore[union-attr]
+    RegistrationItem(rid=first.rid, sk="registration").delete()
     assert store.find_claimed("acrobits", owner, "SEL") == first.rid
     assert store.update_target(first.rid, claim="SEL", set_fields={"app_id": "x"}) is None
 

@@ -12,14 +12,17 @@ import yaml
 from mxpush.backends import BACKENDS
 from mxpush.errors import Unrecognized
 from mxpush.http_api import Request
-from mxpush.store import LogItem, OwnerIndex, RegistrationItem
+from mxpush.store.models import OwnerIndex, RegistrationItem
 from mxpush_local.aws import Functions
 from mxpush_local.template import _CfnLoader, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 RAW: dict[str, Any] = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506
-ASL: dict[str, Any] = json.loads(TEMPLATE.state_machine.definition_path.read_text())
+RETRY = TEMPLATE.state_machines["RetryStateMachine"]
+SLOT = TEMPLATE.state_machines["SlotStateMachine"]
+ASL: dict[str, Any] = json.loads(RETRY.definition_path.read_text())
+SLOT_ASL: dict[str, Any] = json.loads(SLOT.definition_path.read_text())
 
 
 def test_every_route_reaches_a_handler_route() -> None:
@@ -54,30 +57,80 @@ def test_state_machine_has_a_sender_branch_for_every_backend() -> None:
         state = ASL["States"][state_name]
         substitution = re.fullmatch(r"\$\{(\w+)\}", state["Resource"])
         assert substitution, state["Resource"]
-        logical_id = TEMPLATE.state_machine.function_substitutions[substitution.group(1)]
+        logical_id = RETRY.function_substitutions[substitution.group(1)]
         handler_file = TEMPLATE.functions[logical_id].code_uri
         source = "".join(p.read_text() for p in handler_file.glob("*.py"))
         assert f"mxpush.backends.{backend}" in source
         retried = {e for r in state["Retry"] for e in r["ErrorEquals"]}
         assert "TransientDeliveryError" in retried
-        assert state["Catch"][0]["Next"] == "RecordOutcome"
+        assert state["Catch"][0]["Next"] == "RecordFailure"
+        assert state["Parameters"]["retry"] is True
 
 
 def test_definition_substitutions_match_the_asl_placeholders() -> None:
-    text = TEMPLATE.state_machine.definition_path.read_text()
-    placeholders = set(re.findall(r"\$\{(\w+)\}", text))
-    assert placeholders == set(TEMPLATE.state_machine.function_substitutions)
+    for machine in TEMPLATE.state_machines.values():
+        text = machine.definition_path.read_text()
+        placeholders = set(re.findall(r"\$\{(\w+)\}", text))
+        assert placeholders == set(machine.function_substitutions), machine.logical_id
 
 
-def test_state_machine_is_standard_and_waits_on_the_delay() -> None:
-    props = RAW["Resources"]["DeliveryStateMachine"]["Properties"]
-    assert props["Type"] == "STANDARD"  # Express executions cannot be stopped
-    assert ASL["States"]["Hold"] == {
-        "Comment": ASL["States"]["Hold"]["Comment"],
+def test_slot_state_machine_is_two_transitions_wait_then_deliver() -> None:
+    """A slot costs two state transitions however many pushes share it."""
+    props = RAW["Resources"]["SlotStateMachine"]["Properties"]
+    assert props["Type"] == "STANDARD"
+    assert SLOT_ASL["StartAt"] == "WaitForSlot"
+    assert SLOT_ASL["States"]["WaitForSlot"] == {
         "Type": "Wait",
-        "SecondsPath": "$.delay_seconds",
-        "Next": "ChooseBackend",
+        "TimestampPath": "$.at",
+        "Next": "DeliverSlot",
     }
+    deliver = SLOT_ASL["States"]["DeliverSlot"]
+    assert deliver["End"] is True
+    assert SLOT.function_substitutions == {"DeliverSlotFunctionArn": "DeliverSlotFunction"}
+
+
+def test_retry_state_machine_name_matches_what_the_senders_start() -> None:
+    """The senders get the retry machine's ARN by its fixed name (a reference would be a
+    cycle: the machine invokes the senders)."""
+    props = RAW["Resources"]["RetryStateMachine"]["Properties"]
+    assert props["Name"] == {"Fn::Sub": "${AWS::StackName}-retry"}
+    for logical_id, resource in RAW["Resources"].items():
+        if logical_id.endswith("SenderFunction"):
+            variables = resource["Properties"]["Environment"]["Variables"]
+            assert variables["MXPUSH_RETRY_MACHINE_ARN"]["Fn::Sub"].endswith(
+                ":stateMachine:${AWS::StackName}-retry"
+            )
+            destination = resource["Properties"]["EventInvokeConfig"]["DestinationConfig"]
+            assert destination["OnFailure"]["Destination"] == {
+                "Fn::GetAtt": ["RecordOutcomeFunction", "Arn"]
+            }
+
+
+def test_every_sender_is_named_for_the_slot_delivery() -> None:
+    """Notify, the slot's delivery step and the sweep invoke senders by backend name."""
+    for logical_id in ("NotifyFunction", "DeliverSlotFunction", "SweepFunction"):
+        names = json.loads(
+            re.sub(
+                r"\$\{(\w+)\}",
+                r"\1",
+                TEMPLATE.functions[logical_id].environment["MXPUSH_SENDER_FUNCTIONS"],
+            )
+        )
+        assert set(names) == set(BACKENDS), logical_id
+        for backend, function in names.items():
+            assert f"mxpush.backends.{backend}" in "".join(
+                p.read_text() for p in TEMPLATE.functions[function].code_uri.glob("*.py")
+            )
+
+
+def test_notify_never_stops_executions() -> None:
+    """A cancel is a DynamoDB write: nothing may call StopExecution."""
+    for logical_id, resource in RAW["Resources"].items():
+        for policy in resource.get("Properties", {}).get("Policies", []) or []:
+            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                actions = statement["Action"]
+                actions = actions if isinstance(actions, list) else [actions]
+                assert "states:StopExecution" not in actions, logical_id
 
 
 def test_table_matches_the_store_models() -> None:
@@ -88,7 +141,6 @@ def test_table_matches_the_store_models() -> None:
         RegistrationItem._range_keyname: "RANGE",
     }
     assert keys == model_keys
-    assert LogItem._hash_keyname == "rid" and LogItem._range_keyname == "sk"
     [index] = props["GlobalSecondaryIndexes"]
     assert index["IndexName"] == OwnerIndex.Meta.index_name
     assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}

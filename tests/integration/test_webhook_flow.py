@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mxpush.delivery import FIRST_RETRY_SECONDS
 from tests.conftest import Api, synapse_body
 from tests.fakes.server import Reply
 from tests.fakes.webhook import FakeWebhook, verify
@@ -24,7 +25,7 @@ HEADERS = {"Authorization": "Bearer receiver-token-123"}
 DM = "message_dm_2_members.1.full"
 DM_ROOM = "!YIkXvNfjndhc9gq49pm2feQdKxlW4LZTdsnotiA5TMg"
 DM_EVENT = "$9YKtqgWbvfhsr99S2R_6S66iVIWunPAkPKPnHo_e5tI"
-ASL = Path(__file__).resolve().parents[2] / "statemachine" / "delivery.asl.json"
+ASL = Path(__file__).resolve().parents[2] / "statemachine" / "retry.asl.json"
 
 
 @pytest.fixture
@@ -120,9 +121,10 @@ def test_failing_receiver_is_retried_until_it_answers_2xx(api: Api, hook: FakeWe
 
 
 def test_webhook_retry_window_is_bounded_to_about_eleven_minutes() -> None:
+    """The first attempt (in its slot), the retry execution's backoff, then its Retry."""
     state = json.loads(ASL.read_text())["States"]["SendWebhook"]
     [retry] = [r for r in state["Retry"] if "TransientDeliveryError" in r["ErrorEquals"]]
-    waits = [
+    waits = [FIRST_RETRY_SECONDS["webhook"]] + [
         min(retry["IntervalSeconds"] * retry["BackoffRate"] ** n, retry["MaxDelaySeconds"])
         for n in range(retry["MaxAttempts"])
     ]

@@ -13,7 +13,7 @@ def test_defaults() -> None:
 
     assert settings == Settings(
         table_name="mxpush",
-        state_machine_arn="",
+        slot_machine_arn="",
         region="us-east-1",
         default_delay_seconds=25,
         allowed_homeservers=(),
@@ -30,7 +30,9 @@ def test_values_are_read() -> None:
     settings = Settings.from_env(
         {
             "MXPUSH_TABLE_NAME": "mxpush-prod",
-            "MXPUSH_STATE_MACHINE_ARN": arn,
+            "MXPUSH_SLOT_MACHINE_ARN": arn,
+            "MXPUSH_RETRY_MACHINE_ARN": arn + "-retry",
+            "MXPUSH_SENDER_FUNCTIONS": '{"gotify": "mxpush-GotifySender"}',
             "AWS_REGION": "eu-west-1",
             "MXPUSH_DELAY_SECONDS": "90",
             "MXPUSH_ADMIN_TOKEN": "op-secret",
@@ -41,7 +43,9 @@ def test_values_are_read() -> None:
     )
 
     assert settings.table_name == "mxpush-prod"
-    assert settings.state_machine_arn == arn
+    assert settings.slot_machine_arn == arn
+    assert settings.retry_machine_arn == arn + "-retry"
+    assert settings.sender_functions == {"gotify": "mxpush-GotifySender"}
     assert settings.region == "eu-west-1"
     assert settings.default_delay_seconds == 90
     assert settings.admin_token == "op-secret"
@@ -155,3 +159,9 @@ def test_bad_homeserver_entry(raw: str) -> None:
 def test_bad_public_url(raw: str) -> None:
     with pytest.raises(ConfigError, match="MXPUSH_PUBLIC_URL"):
         Settings.from_env({"MXPUSH_PUBLIC_URL": raw})
+
+
+@pytest.mark.parametrize("value", ["{", "[1]", '"gotify"'])
+def test_sender_functions_must_be_a_json_object(value: str) -> None:
+    with pytest.raises(ConfigError, match="MXPUSH_SENDER_FUNCTIONS"):
+        Settings.from_env({"MXPUSH_SENDER_FUNCTIONS": value})

@@ -24,8 +24,12 @@ _FALSE = {"0", "false", "no", "off", ""}
 @dataclass(frozen=True)
 class Settings:
     table_name: str
-    state_machine_arn: str
+    # The slot state machine (delay, then delivery) and the retry one (failed first attempts).
+    slot_machine_arn: str
     region: str
+    retry_machine_arn: str = ""
+    # Backend name -> its sender function (name or ARN), for asynchronous invokes.
+    sender_functions: Mapping[str, str] = field(default_factory=dict)
     default_delay_seconds: int = DEFAULT_DELAY_SECONDS
     allowed_homeservers: tuple[str, ...] = ()
     allow_private_targets: bool = False
@@ -49,8 +53,10 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             table_name=env.get("MXPUSH_TABLE_NAME", "mxpush"),
-            state_machine_arn=env.get("MXPUSH_STATE_MACHINE_ARN", ""),
+            slot_machine_arn=env.get("MXPUSH_SLOT_MACHINE_ARN", ""),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            retry_machine_arn=env.get("MXPUSH_RETRY_MACHINE_ARN", ""),
+            sender_functions=_functions(env.get("MXPUSH_SENDER_FUNCTIONS", "")),
             default_delay_seconds=_int(
                 env, "MXPUSH_DELAY_SECONDS", DEFAULT_DELAY_SECONDS, 0, MAX_DELAY_SECONDS
             ),
@@ -100,6 +106,15 @@ def _public_url(value: str) -> str | None:
         return normalize_base_url(value)
     except ValueError as exc:
         raise ConfigError(f"MXPUSH_PUBLIC_URL: {exc}") from exc
+
+
+def _functions(value: str) -> dict[str, str]:
+    from mxpush.scheduler import parse_functions  # noqa: PLC0415 - botocore only when used
+
+    try:
+        return parse_functions(value)
+    except ValueError as exc:
+        raise ConfigError(f"MXPUSH_SENDER_FUNCTIONS: {exc}") from None
 
 
 def _list(value: str) -> tuple[str, ...]:

@@ -1,45 +1,49 @@
 """The notify path: accept each device's notification durably, then answer Synapse.
 
-Per device, in AWS calls:
+Per device, in AWS calls (each Query/GetItem reads, each Put/Update writes):
 
-- new delayed push: 1 UpdateItem (opens the batch) + 1 StartExecution;
-- push joining a pending batch (coalesced): 1 UpdateItem;
-- badge-only update that cancels: 1 UpdateItem + 1 StopExecution;
-- unknown or rejected pushkey, duplicate: 1 UpdateItem (its condition fails).
+- new delayed push: Query + 2 writes (batch, due entry); the first batch of its one-second
+  slot also reads and writes the slot marker and calls StartExecution — once per slot;
+- push joining a pending batch (coalesced): Query + 1 write;
+- badge-only update that cancels: Query + 1 conditional write (no Step Functions call);
+- call or delay 0: Query + 2 writes + an asynchronous Lambda invoke of the backend's sender;
+- unknown or rejected pushkey, duplicate, nothing to cancel: the Query alone.
 
-No push backend is ever called here. A storage or scheduling failure raises, so the handler
-answers 5xx and Synapse retries; a retry is recognised as a duplicate and never delivered twice.
+No push backend is ever called here. A storage failure raises, so the handler answers 5xx and
+Synapse retries; a retry is recognised as a duplicate and never delivered twice. A scheduling
+failure (StartExecution throttled, Lambda invoke refused) does not: the push is stored, and the
+slot's next batch or the sweep starts what was not started.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
-from mxpush.errors import SchedulerUnavailable
+from mxpush.errors import SchedulerUnavailable, StoreUnavailable
 from mxpush.events import EventSummary, summarize
-from mxpush.ids import batch_id, pushkey_ref, registration_id
+from mxpush.ids import pushkey_ref, registration_id
 from mxpush.implicit import ImplicitRegistrations
 from mxpush.notification import Device, Notification
-from mxpush.store import (
+from mxpush.store.models import BatchItem, OpenState
+from mxpush.store.notify_side import (
     AcceptResult,
     Cancelled,
     CancelResult,
     Duplicate,
     IsRejected,
     Joined,
-    NewBatch,
     NothingPending,
+    Opened,
+    SlotState,
     Unknown,
 )
 
 log = logging.getLogger(__name__)
-
-# A pending batch whose execution should have finished long ago (delay + retries): its
-# execution was lost, so the next event gives it a new one rather than join it forever.
-STALE_BATCH_GRACE_SECONDS = 15 * 60
 
 
 class Disposition(enum.StrEnum):
@@ -54,7 +58,7 @@ class Disposition(enum.StrEnum):
 
 class NotifyStore(Protocol):
     def accept_event(
-        self, rid: str, event: EventSummary, *, now: float, immediate: bool
+        self, rid: str, event: EventSummary, *, now: float, immediate: bool, default_delay: int
     ) -> AcceptResult: ...
 
     def cancel_pending(self, rid: str, *, unread: int, now: float) -> CancelResult: ...
@@ -63,22 +67,27 @@ class NotifyStore(Protocol):
         self, rid: str, *, pushkey: str, app_id: str, target: Mapping[str, Any], now: float
     ) -> None: ...
 
-    def restart_stale_batch(
-        self, rid: str, old_batch_id: str, new_batch_id: str, now: float
-    ) -> bool: ...
+    def put_due_entry(self, batch: BatchItem) -> None: ...
+
+    def claim_slot_start(self, slot: int) -> str | None: ...
+
+    def set_slot_state(self, slot: int, state: str) -> None: ...
 
 
-class Scheduler(Protocol):
-    def start(self, name: str, payload: Mapping[str, Any]) -> None: ...
+class SlotScheduler(Protocol):
+    def start_slot(self, slot: int) -> None: ...
 
-    def stop(self, name: str, *, cause: str) -> None: ...
+
+class Senders(Protocol):
+    def invoke(self, backend: str, batches: list[dict[str, str]]) -> None: ...
 
 
 def handle_notification(
     notification: Notification,
     *,
     store: NotifyStore,
-    scheduler: Scheduler,
+    scheduler: SlotScheduler,
+    senders: Senders,
     default_delay: int,
     now: float,
     implicit: ImplicitRegistrations | None = None,
@@ -92,9 +101,7 @@ def handle_notification(
         rid = registration_id(device.pushkey)
         stateless = implicit is not None and implicit.target_for(device) is not None
         if notification.is_badge_only:
-            disposition = cancel_pending(
-                rid, notification.unread, store=store, scheduler=scheduler, now=now
-            )
+            disposition = cancel_pending(rid, notification.unread, store=store, now=now)
             if disposition is Disposition.UNKNOWN and stateless:
                 disposition = Disposition.NOTHING_PENDING  # registered at its first event
         else:
@@ -103,6 +110,7 @@ def handle_notification(
                 summarize(notification, device),
                 store=store,
                 scheduler=scheduler,
+                senders=senders,
                 default_delay=default_delay,
                 now=now,
                 implicit_for=device if stateless else None,
@@ -126,18 +134,25 @@ def schedule_delivery(
     event: EventSummary,
     *,
     store: NotifyStore,
-    scheduler: Scheduler,
+    scheduler: SlotScheduler,
+    senders: Senders,
     default_delay: int,
     now: float,
     implicit_for: Device | None = None,
     implicit: ImplicitRegistrations | None = None,
 ) -> Disposition:
-    """Store the event in its registration's pending batch and make sure a delivery is scheduled.
+    """Store the event in a batch and make sure the batch's delivery is scheduled.
 
     `implicit_for`: the device whose unknown pushkey may be registered on the fly.
     """
     immediate = event.is_call
-    result = store.accept_event(rid, event, now=now, immediate=immediate)
+
+    def accept() -> AcceptResult:
+        return store.accept_event(
+            rid, event, now=now, immediate=immediate, default_delay=default_delay
+        )
+
+    result = accept()
     if isinstance(result, Unknown) and implicit_for is not None and implicit is not None:
         target = implicit.target_for(implicit_for)
         if target is not None:
@@ -148,45 +163,89 @@ def schedule_delivery(
                 target=target,
                 now=now,
             )
-            result = store.accept_event(rid, event, now=now, immediate=immediate)
+            result = accept()
     match result:
         case Unknown():
             return Disposition.UNKNOWN
         case IsRejected():
             return Disposition.REJECTED
-        case NewBatch(bid, backend, delay, flush):
-            effective = 0 if immediate else _delay(delay, default_delay)
-            scheduler.start(bid, execution_input(rid, bid, backend, effective, flush=flush))
+        case Opened(batch):
+            schedule_batch(batch, store=store, scheduler=scheduler, senders=senders, now=now)
             return Disposition.SCHEDULED
-        case Joined(bid, backend, delay, created):
-            effective = _delay(delay, default_delay)
-            if created + effective + STALE_BATCH_GRACE_SECONDS < now:
-                _restart_stale(
-                    rid,
-                    bid,
-                    event,
-                    backend=backend,
-                    delay=effective,
-                    store=store,
-                    scheduler=scheduler,
-                    now=now,
-                )
+        case Joined():
             return Disposition.COALESCED
-        case Duplicate(bid, backend, delay, was_immediate):
-            if bid is not None:
-                # This event opened the batch; if our earlier answer was a 5xx because
-                # StartExecution failed, this retry is what schedules it.
-                effective = 0 if was_immediate else _delay(delay, default_delay)
-                scheduler.start(bid, execution_input(rid, bid, backend, effective, flush=False))
+        case Duplicate(batch):
+            if batch.st == OpenState.OPEN:
+                # An earlier attempt may have failed after storing the batch: finish its work
+                # (both steps are idempotent).
+                store.put_due_entry(batch)
+                schedule_batch(batch, store=store, scheduler=scheduler, senders=senders, now=now)
             return Disposition.DUPLICATE
     raise AssertionError(f"unexpected accept result {result!r}")  # pragma: no cover
 
 
-def cancel_pending(
-    rid: str, unread: int, *, store: NotifyStore, scheduler: Scheduler, now: float
-) -> Disposition:
+def schedule_batch(
+    batch: BatchItem,
+    *,
+    store: NotifyStore,
+    scheduler: SlotScheduler,
+    senders: Senders,
+    now: float,
+) -> None:
+    """Make sure someone will deliver `batch`: its sender at once (calls, delay 0, or a slot
+    already past), else its slot's execution, started by the slot's first batch."""
+    if batch.immediate or batch.due <= now:
+        send_now(batch, store=store, scheduler=scheduler, senders=senders, now=now)
+        return
+    state = ensure_slot(batch.due, store=store, scheduler=scheduler)
+    if state == SlotState.DISPATCHED:
+        # The slot's delivery already ran (this batch came late for it): send it now.
+        send_now(batch, store=store, scheduler=scheduler, senders=senders, now=now)
+
+
+def ensure_slot(slot: int, *, store: NotifyStore, scheduler: SlotScheduler) -> str | None:
+    """Start the slot's execution unless it was started. Only the caller whose conditional
+    write created the slot marker calls StartExecution; the others get the marker's state."""
+    state = store.claim_slot_start(slot)
+    if state is not None:
+        return state
+    try:
+        scheduler.start_slot(slot)
+    except SchedulerUnavailable as exc:
+        # The batch is stored: the slot's next batch, or the sweep, starts the slot later.
+        log.warning("slot execution not started", extra={"slot": slot, "reason": str(exc)})
+        try:
+            store.set_slot_state(slot, SlotState.UNSTARTED)
+        except StoreUnavailable:
+            log.warning("slot left marked started; the sweep re-drives it", extra={"slot": slot})
+        return SlotState.UNSTARTED
+    return None
+
+
+def send_now(
+    batch: BatchItem,
+    *,
+    store: NotifyStore,
+    scheduler: SlotScheduler,
+    senders: Senders,
+    now: float,
+) -> None:
+    """Hand one batch to its sender (asynchronous Lambda invoke). If that fails, a slot
+    execution delivers it: its own slot, or the next one if that is past."""
+    try:
+        senders.invoke(batch.backend, [{"registration": batch.rid, "batch": batch.sk}])
+    except SchedulerUnavailable as exc:
+        log.warning("sender not invoked; using a slot", extra={"reason": str(exc)})
+        if batch.due <= now:
+            batch = replace(batch, due=math.ceil(now) + 1)
+            store.put_due_entry(batch)
+        ensure_slot(batch.due, store=store, scheduler=scheduler)
+
+
+def cancel_pending(rid: str, unread: int, *, store: NotifyStore, now: float) -> Disposition:
     """A badge-only update: the user read messages elsewhere. Cancel the pending push if the
-    unread count dropped to 0 or below the count the pending push was queued with."""
+    unread count dropped to 0 or below the count the pending push was queued with. One
+    conditional write, no Step Functions call: the slot's sender finds the batch cancelled."""
     result = store.cancel_pending(rid, unread=unread, now=now)
     match result:
         case Unknown():
@@ -195,45 +254,6 @@ def cancel_pending(
             return Disposition.REJECTED
         case NothingPending():
             return Disposition.NOTHING_PENDING
-        case Cancelled(bid):
-            try:
-                scheduler.stop(bid, cause="read on another device")
-            except SchedulerUnavailable:
-                # The state is already cleared: the sender re-checks and will not push.
-                log.warning("could not stop a cancelled delivery", extra={"batch": bid})
+        case Cancelled():
             return Disposition.CANCELLED
     raise AssertionError(f"unexpected cancel result {result!r}")  # pragma: no cover
-
-
-def execution_input(
-    rid: str, bid: str, backend: str, delay_seconds: int, *, flush: bool
-) -> dict[str, Any]:
-    """The state machine's input. Carries no pushkey, token or message content."""
-    return {
-        "registration": rid,
-        "batch": bid,
-        "backend": backend,
-        "delay_seconds": delay_seconds,
-        "flush": flush,
-    }
-
-
-def _delay(stored: int | None, default: int) -> int:
-    return default if stored is None else stored
-
-
-def _restart_stale(
-    rid: str,
-    old_bid: str,
-    event: EventSummary,
-    *,
-    backend: str,
-    delay: int,
-    store: NotifyStore,
-    scheduler: Scheduler,
-    now: float,
-) -> None:
-    new_bid = batch_id(rid, event.event_id)
-    if store.restart_stale_batch(rid, old_bid, new_bid, now):
-        log.warning("pending batch had no live execution; restarted", extra={"batch": new_bid})
-        scheduler.start(new_bid, execution_input(rid, new_bid, backend, delay, flush=True))

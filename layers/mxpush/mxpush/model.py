@@ -121,12 +121,16 @@ class Batch:
 
     batch_id: str
     latest: EventSummary
+    # The latest events (a batch keeps a bounded number); `total` counts them all.
     events: tuple[EventRef, ...]
     created_at: float
+    total: int | None = None
+    # Every room the batch's events came from (bounded), when more than `events` tells.
+    rooms: frozenset[str] = frozenset()
 
     @property
     def count(self) -> int:
-        return len(self.events)
+        return self.total if self.total is not None else len(self.events)
 
     @property
     def urgency(self) -> Urgency:
@@ -134,7 +138,7 @@ class Batch:
 
     @property
     def room_ids(self) -> frozenset[str]:
-        return frozenset(e.room_id for e in self.events if e.room_id)
+        return self.rooms | frozenset(e.room_id for e in self.events if e.room_id)
 
 
 @dataclass(frozen=True)
@@ -146,10 +150,17 @@ class DeliveryRecord:
     events: tuple[EventRef, ...]
     reason: str | None = None
     batch_id: str | None = None
+    # How many notifications the batch covered; `events` lists the latest of them.
+    total: int | None = None
+
+    @property
+    def count(self) -> int:
+        return self.total if self.total is not None else len(self.events)
 
     def entries(self) -> list[dict[str, Any]]:
-        """One entry per notification, newest first: the shown event carries the batch's
-        outcome, the events it absorbed are `coalesced` into it."""
+        """One entry per listed notification, newest first: the shown event carries the
+        batch's outcome, the events it absorbed are `coalesced` into it. A batch larger than
+        what it lists says so in `count` (each entry names its `batch`)."""
         ordered = sorted(self.events, key=lambda e: e.at, reverse=True)
         if not ordered:
             return [self._entry(None, self.outcome)]
@@ -167,8 +178,10 @@ class DeliveryRecord:
         entry: dict[str, Any] = {
             "time": iso_time(self.at),
             "outcome": outcome.value,
-            "count": len(self.events),
+            "count": self.count,
         }
+        if self.batch_id:
+            entry["batch"] = self.batch_id[:16]
         if event is not None:
             entry["event_id"] = event.event_id
             entry["received"] = iso_time(event.at)

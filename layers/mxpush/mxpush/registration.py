@@ -64,14 +64,9 @@ class RegistrationStore(Protocol):
     def mark_rejected(self, rid: str, *, reason: str, now: float) -> None: ...
 
 
-class ExecutionStopper(Protocol):
-    def stop(self, name: str, *, cause: str) -> None: ...
-
-
 @dataclass(frozen=True)
 class RegistrationContext:
     store: RegistrationStore
-    scheduler: ExecutionStopper
     matrix: MatrixClient
     http: OutboundHttp
     policy: TargetPolicy
@@ -257,7 +252,8 @@ def describe(registration: Registration, settings: Settings) -> dict[str, Any]:
 
 
 def unregister(pushkey: str, caller: Caller, ctx: RegistrationContext) -> list[str]:
-    """Delete a registration, stop its pending deliveries, and remove the pusher the gateway set.
+    """Delete a registration (its pending pushes go with it: their senders find them gone),
+    and remove the pusher the gateway set.
 
     Returns warnings (the pusher could not be removed). Without the user's Matrix token the
     pusher stays until Synapse's next notification, which is answered `rejected`; Synapse then
@@ -267,11 +263,6 @@ def unregister(pushkey: str, caller: Caller, ctx: RegistrationContext) -> list[s
     removed = ctx.store.delete_registration(registration.rid)
     if removed is None:
         raise NotFound("no such pushkey")
-    for bid in removed.batch_ids:
-        try:
-            ctx.scheduler.stop(bid, cause="registration deleted")
-        except Exception:  # noqa: BLE001 - best effort: the sender finds no registration anyway
-            log.warning("could not stop a delivery of a deleted registration")
     warnings: list[str] = []
     if registration.pusher_registered:
         if caller.access_token and caller.homeserver == registration.homeserver:

@@ -18,12 +18,13 @@ from mxpush.errors import ConfigError, MxpushError
 from mxpush.homeserver import MatrixClient
 from mxpush.implicit import ImplicitRegistrations
 from mxpush.outbound import OutboundHttp
-from mxpush.scheduler import StepFunctionsScheduler
+from mxpush.scheduler import LambdaSenders, StepFunctionsScheduler
 from mxpush.store import DynamoStore
 from mxpush.urlsafety import TargetPolicy
 from mxpush.vapid import VapidKey, WebPushKeyUnreadable, WebPushUnavailable, load_vapid_key
 
 if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_ssm import SSMClient
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -47,7 +48,13 @@ def store() -> DynamoStore:
 
 @functools.cache
 def scheduler() -> StepFunctionsScheduler:
-    return StepFunctionsScheduler(_sfn_client(), settings().state_machine_arn)
+    s = settings()
+    return StepFunctionsScheduler(_sfn_client(), s.slot_machine_arn, s.retry_machine_arn)
+
+
+@functools.cache
+def senders() -> LambdaSenders:
+    return LambdaSenders(_lambda_client(), settings().sender_functions)
 
 
 @functools.cache
@@ -176,6 +183,7 @@ def reset() -> None:
         settings,
         store,
         scheduler,
+        senders,
         target_policy,
         implicit_registrations,
         outbound_http,
@@ -195,6 +203,17 @@ def _sfn_client() -> SFNClient:
         connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
     )
     return boto3.client("stepfunctions", region_name=settings().region, config=config)
+
+
+def _lambda_client() -> LambdaClient:
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
+
+    # An asynchronous invoke only queues the event: fail fast, Synapse may be waiting.
+    config = Config(
+        connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
+    )
+    return boto3.client("lambda", region_name=settings().region, config=config)
 
 
 def _ssm_client() -> SSMClient:

@@ -1,0 +1,266 @@
+"""The delivery path's reads and writes: a slot's due batches, a sender's claim on a batch,
+its outcome, and what the sweep needs to find work whose execution was lost.
+
+A sender claims a batch with a conditional write (`open` → `sending`, with a claim token and
+time); only the token's holder writes the outcome. A claim older than `CLAIM_LEASE_SECONDS` (the
+sender died: Lambda's timeout is far shorter) may be taken over.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mxpush.model import Outcome, Registration, Status
+from mxpush.store.base import StoreBase
+from mxpush.store.models import (
+    BATCH_PREFIX,
+    REGISTRATION_SK,
+    BatchItem,
+    OpenState,
+    due_partitions,
+    slot_partition,
+)
+from mxpush.store.raw import ConditionFailed, deserialize_item
+
+CLAIM_LEASE_SECONDS = 90
+_BATCH_GET_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class DueEntry:
+    rid: str
+    sk: str
+    backend: str
+
+    def to_event(self) -> dict[str, str]:
+        return {"registration": self.rid, "batch": self.sk}
+
+
+@dataclass(frozen=True)
+class Claimed:
+    registration: Registration
+    batch: BatchItem
+    token: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The batch is not to be sent by this caller (cancelled, finished, held by another
+    sender, or the registration is gone)."""
+
+    reason: str
+
+
+ClaimResult = Claimed | Skipped
+
+
+@dataclass(frozen=True)
+class SlotMarker:
+    slot: int
+    st: str
+
+
+class DeliverySide(StoreBase):
+    def due_entries(self, slot: int) -> list[DueEntry]:
+        """Every batch due in `slot`: one strongly consistent Query per shard."""
+        entries = []
+        for partition in due_partitions(slot):
+            start: dict[str, Any] | None = None
+            while True:
+                kwargs: dict[str, Any] = {
+                    "KeyConditionExpression": "rid = :p",
+                    "ExpressionAttributeValues": {":p": {"S": partition}},
+                    "ConsistentRead": True,
+                }
+                if start:
+                    kwargs["ExclusiveStartKey"] = start
+                response = self._call("Query", **kwargs)
+                for raw in response.get("Items", []):
+                    item = deserialize_item(raw)
+                    rid, _, sk = str(item["sk"]).partition("|")
+                    entries.append(DueEntry(rid, sk, str(item.get("backend", ""))))
+                start = response.get("LastEvaluatedKey")
+                if not start:
+                    break
+        return entries
+
+    def slot_markers(self, first_slot: int, last_slot: int) -> list[SlotMarker]:
+        """The slot markers between two slots (inclusive), one Query per minute."""
+        markers = []
+        for minute in range(first_slot // 60, last_slot // 60 + 1):
+            response = self._call(
+                "Query",
+                KeyConditionExpression="rid = :p",
+                ExpressionAttributeValues={":p": {"S": slot_partition(minute * 60)}},
+                ConsistentRead=True,
+            )
+            for raw in response.get("Items", []):
+                item = deserialize_item(raw)
+                slot = int(item["sk"])
+                if first_slot <= slot <= last_slot:
+                    markers.append(SlotMarker(slot, str(item.get("st", ""))))
+        return markers
+
+    def batches(self, keys: Iterable[tuple[str, str]]) -> list[BatchItem]:
+        """Batch items by key (BatchGetItem), for the sweep's check of a dispatched slot."""
+        wanted = list(dict.fromkeys(keys))
+        found: list[BatchItem] = []
+        for start in range(0, len(wanted), _BATCH_GET_LIMIT):
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [
+                        {"rid": {"S": rid}, "sk": {"S": sk}}
+                        for rid, sk in wanted[start : start + _BATCH_GET_LIMIT]
+                    ],
+                    "ConsistentRead": True,
+                }
+            }
+            for _ in range(5):
+                response = self._client_batch_get(request)
+                for raw in response.get("Responses", {}).get(self.table_name, []):
+                    found.append(BatchItem.from_item(deserialize_item(raw)))
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        return found
+
+    def claim_batch(self, rid: str, sk: str, *, now: float, retry: bool = False) -> ClaimResult:
+        """Take a batch for sending. A first attempt takes an `open` batch; a retry a batch
+        handed to it (`retrying`); either takes over a claim whose lease has run out."""
+        for _ in range(5):
+            batch = self._get_batch(rid, sk)
+            if batch is None:
+                return Skipped("registration deleted")
+            if not batch.pending:
+                return Skipped(batch.st)
+            takeable = OpenState.RETRYING if retry else OpenState.OPEN
+            stale = (
+                batch.st == OpenState.SENDING and (batch.claimed or 0) < now - CLAIM_LEASE_SECONDS
+            )
+            if batch.st != takeable and not stale:
+                return Skipped(f"held by another attempt ({batch.st})")
+            registration = self._get_registration(rid)
+            if registration is None:
+                return Skipped("registration deleted")
+            token = secrets.token_hex(8)
+            try:
+                self._call(
+                    "UpdateItem",
+                    Key=_key(rid, sk),
+                    UpdateExpression="SET st = :sending, claim = :token, claimed = :now, v = :next",
+                    ConditionExpression="v = :v",
+                    ExpressionAttributeValues={
+                        ":sending": {"S": OpenState.SENDING},
+                        ":token": {"S": token},
+                        ":now": {"N": repr(now)},
+                        ":next": {"N": str(batch.v + 1)},
+                        ":v": {"N": str(batch.v)},
+                    },
+                )
+            except ConditionFailed:
+                continue  # joined or cancelled just now: read again
+            return Claimed(registration, batch, token)
+        return Skipped("too much contention")
+
+    def finish_batch(
+        self,
+        rid: str,
+        sk: str,
+        *,
+        token: str | None,
+        outcome: Outcome,
+        reason: str | None,
+        now: float,
+    ) -> bool:
+        """Write the batch's outcome: its delivery-log record. Only the claim's holder may
+        (`token`); `token=None` (retries exhausted, or its sender never ran) ends it whoever
+        holds it, if it has not ended. False when it had ended already."""
+        values: dict[str, Any] = {
+            ":out": {"S": outcome.value},
+            ":at": {"N": repr(now)},
+        }
+        update = "SET st = :out, #at = :at REMOVE claim"
+        if reason:
+            update = "SET st = :out, #at = :at, reason = :why REMOVE claim"
+            values[":why"] = {"S": reason[:500]}
+        if token is None:
+            condition = "st IN (:open, :sending, :retrying)"
+            values[":open"] = {"S": OpenState.OPEN}
+            values[":sending"] = {"S": OpenState.SENDING}
+            values[":retrying"] = {"S": OpenState.RETRYING}
+        else:
+            condition = "claim = :token"
+            values[":token"] = {"S": token}
+        try:
+            self._call(
+                "UpdateItem",
+                Key=_key(rid, sk),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#at": "at"},
+                ExpressionAttributeValues=values,
+            )
+        except ConditionFailed:
+            return False
+        if outcome is Outcome.REJECTED:
+            self.mark_rejected(rid, reason=reason or "rejected by the backend", now=now)
+        return True
+
+    def hand_to_retry(self, rid: str, sk: str, *, token: str, reason: str) -> bool:
+        """The attempt failed transiently: a retry execution takes over the batch."""
+        return self._release(rid, sk, token, OpenState.RETRYING, reason)
+
+    def reopen(self, rid: str, sk: str, *, token: str) -> bool:
+        """Give the batch back (no retry could be scheduled): the next attempt takes it."""
+        return self._release(rid, sk, token, OpenState.OPEN, None)
+
+    def mark_rejected(self, rid: str, *, reason: str, now: float) -> None:
+        try:
+            self._call(
+                "UpdateItem",
+                Key=_key(rid, REGISTRATION_SK),
+                UpdateExpression="SET #s = :rejected, status_reason = :why, status_at = :now",
+                ConditionExpression="attribute_exists(rid)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":rejected": {"S": Status.REJECTED.value},
+                    ":why": {"S": reason[:500]},
+                    ":now": {"N": repr(now)},
+                },
+            )
+        except ConditionFailed:
+            return  # deleted meanwhile
+
+    def _release(self, rid: str, sk: str, token: str, state: str, reason: str | None) -> bool:
+        values: dict[str, Any] = {":st": {"S": state}, ":token": {"S": token}}
+        update = "SET st = :st REMOVE claim"
+        if reason:
+            update = "SET st = :st, reason = :why REMOVE claim"
+            values[":why"] = {"S": reason[:500]}
+        try:
+            self._call(
+                "UpdateItem",
+                Key=_key(rid, sk),
+                UpdateExpression=update,
+                ConditionExpression="claim = :token",
+                ExpressionAttributeValues=values,
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    def _client_batch_get(self, request: dict[str, Any]) -> dict[str, Any]:
+        from mxpush.store.raw import call  # noqa: PLC0415
+
+        return call(self._client(), "BatchGetItem", RequestItems=request)
+
+
+def _key(rid: str, sk: str) -> dict[str, Any]:
+    return {"rid": {"S": rid}, "sk": {"S": sk}}
+
+
+def is_batch_key(sk: str) -> bool:
+    return sk.startswith(BATCH_PREFIX)

@@ -1,0 +1,423 @@
+"""The notify path's reads and writes. Per notification:
+
+- one strongly consistent Query reads the registration and its latest batches together (the
+  registration's `sk` sorts after every `b#…`, so a reverse Query returns it first);
+- a new event joins the open batch (one write), or opens a batch (two writes: the batch and
+  its due-index entry);
+- a read (badge-only update) cancels the open batch: one conditional write, which is also its
+  delivery-log record;
+- the first batch of a slot also writes the slot marker that lets it start the slot's execution.
+
+Every write is conditional on the batch's version, so a claim by a sender and a notify never
+both win: a read that lands before the claim cancels, one after it finds the batch gone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pynamodb.exceptions import PutError, PynamoDBException
+
+from mxpush.errors import StoreUnavailable
+from mxpush.events import EventSummary
+from mxpush.ids import batch_id, dedup_key
+from mxpush.implicit import IMPLICIT_BACKEND, IMPLICIT_OWNER
+from mxpush.model import EventRef, Outcome, Registration, RegistrationOptions, Status
+from mxpush.store.base import StoreBase, registration_from_item
+from mxpush.store.models import (
+    BATCH_BUDGET_BYTES,
+    BATCH_PREFIX,
+    IMPLICIT_IDLE_SECONDS,
+    MAX_KEYS,
+    MAX_REFS,
+    MAX_ROOMS,
+    REGISTRATION_SK,
+    SLOT_PREFIX,
+    BatchItem,
+    OpenState,
+    RegistrationItem,
+    batch_sk,
+    due_key,
+    item_size,
+    ref_to_item,
+    slot_partition,
+)
+from mxpush.store.raw import ConditionFailed, deserialize_item, error_code
+
+# Batches a notify reads with the registration: the open one, and recent ones for duplicates
+# (Synapse retries only its latest notification, so the latest few batches hold any duplicate).
+RECENT_BATCHES = 4
+# An event joins the open batch only if its slot is at least this far away; closer, the
+# delivery may already be claiming it, and the event opens the next batch instead.
+JOIN_MARGIN_SECONDS = 0.5
+_ATTEMPTS = 8
+
+
+class SlotState:
+    STARTED = "started"
+    # StartExecution failed: the next batch of the slot (or the sweep) starts it.
+    UNSTARTED = "unstarted"
+    # The slot's delivery step ran: a batch put in this slot now would wait for nobody.
+    DISPATCHED = "dispatched"
+
+
+@dataclass(frozen=True)
+class PushkeyView:
+    registration: Registration | None
+    batches: tuple[BatchItem, ...]  # newest first
+
+    @property
+    def open_batch(self) -> BatchItem | None:
+        for batch in self.batches:
+            if batch.st == OpenState.OPEN and not batch.immediate:
+                return batch
+        return None
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """No registration for this pushkey (never registered, or deleted)."""
+
+
+@dataclass(frozen=True)
+class IsRejected:
+    """The registration exists but an earlier delivery found its token invalid."""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The event opened a batch, due in its `due` slot (`immediate`: to be sent at once)."""
+
+    batch: BatchItem
+
+
+@dataclass(frozen=True)
+class Joined:
+    batch: BatchItem
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """The event was accepted before, into `batch` (which may still need scheduling, if the
+    earlier attempt failed half-way)."""
+
+    batch: BatchItem
+
+
+AcceptResult = Unknown | IsRejected | Opened | Joined | Duplicate
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    batch: BatchItem
+
+
+@dataclass(frozen=True)
+class NothingPending:
+    pass
+
+
+CancelResult = Unknown | IsRejected | Cancelled | NothingPending
+
+
+class NotifySide(StoreBase):
+    def read_pushkey(self, rid: str) -> PushkeyView:
+        response = self._call(
+            "Query",
+            KeyConditionExpression="rid = :rid",
+            ExpressionAttributeValues={":rid": {"S": rid}},
+            ScanIndexForward=False,
+            Limit=RECENT_BATCHES + 1,
+            ConsistentRead=True,
+        )
+        registration = None
+        batches = []
+        for raw in response.get("Items", []):
+            item = deserialize_item(raw)
+            sk = str(item.get("sk", ""))
+            if sk == REGISTRATION_SK:
+                registration = registration_from_item(item)
+            elif sk.startswith(BATCH_PREFIX):
+                batches.append(BatchItem.from_item(item))
+        return PushkeyView(registration, tuple(batches))
+
+    def accept_event(
+        self,
+        rid: str,
+        event: EventSummary,
+        *,
+        now: float,
+        immediate: bool,
+        default_delay: int,
+    ) -> AcceptResult:
+        """Record an event for delivery: join the open batch, or open one."""
+        key = dedup_key(event.event_id)
+        for _ in range(_ATTEMPTS):
+            view = self.read_pushkey(rid)
+            registration = view.registration
+            if registration is None:
+                return Unknown()
+            if registration.status is not Status.ACTIVE:
+                return IsRejected()
+            for batch in view.batches:
+                if key in batch.keys:
+                    return Duplicate(batch)
+            delay = registration.effective_delay(default_delay)
+            at_once = immediate or delay <= 0
+            open_batch = view.open_batch
+            try:
+                if not at_once and open_batch and open_batch.due > now + JOIN_MARGIN_SECONDS:
+                    return Joined(self._join(open_batch, event, key, now))
+                return Opened(
+                    self._open(registration, event, key=key, now=now, delay=delay, at_once=at_once)
+                )
+            except ConditionFailed:
+                continue  # a claim or another write came first: read again
+        raise StoreUnavailable("could not accept the event: too much contention")
+
+    def cancel_pending(self, rid: str, *, unread: int, now: float) -> CancelResult:
+        """A badge-only update says the user read messages: cancel the open batch if the unread
+        count is 0 or below the one it was queued with. One conditional write."""
+        reason = (
+            "read on another device (no unread rooms left)"
+            if unread == 0
+            else f"read on another device (unread rooms down to {unread})"
+        )
+        for _ in range(_ATTEMPTS):
+            view = self.read_pushkey(rid)
+            if view.registration is None:
+                return Unknown()
+            if view.registration.status is not Status.ACTIVE:
+                return IsRejected()
+            batch = view.open_batch
+            if batch is None or (unread > 0 and batch.unread <= unread):
+                return NothingPending()
+            try:
+                self._call(
+                    "UpdateItem",
+                    Key=_key(batch.rid, batch.sk),
+                    UpdateExpression="SET st = :out, #at = :at, reason = :why, v = :next",
+                    ConditionExpression="v = :v AND st = :open",
+                    ExpressionAttributeNames={"#at": "at"},
+                    ExpressionAttributeValues={
+                        ":out": {"S": Outcome.CANCELLED.value},
+                        ":at": {"N": repr(now)},
+                        ":why": {"S": reason},
+                        ":next": {"N": str(batch.v + 1)},
+                        ":v": {"N": str(batch.v)},
+                        ":open": {"S": OpenState.OPEN},
+                    },
+                )
+            except ConditionFailed:
+                continue  # claimed (or joined) meanwhile: look again
+            return Cancelled(replace(batch, st=Outcome.CANCELLED.value, at=now, v=batch.v + 1))
+        raise StoreUnavailable("could not cancel: too much contention")
+
+    def put_due_entry(self, batch: BatchItem) -> None:
+        """The batch's entry in its slot's due index (idempotent)."""
+        self._put(
+            {
+                "rid": due_key(batch.due, batch.rid),
+                "sk": f"{batch.rid}|{batch.sk}",
+                "backend": batch.backend,
+                "expires_at": batch.due + self.index_retention_seconds,
+            }
+        )
+
+    def claim_slot_start(self, slot: int) -> str | None:
+        """Whether this caller is the one to start the slot's execution: None if so (the marker
+        now says `started`), else the marker's state. A read first, so that only the first batch
+        of a slot pays the write."""
+        key = _key(slot_partition(slot), str(slot))
+        found = self._call("GetItem", Key=key, ConsistentRead=True).get("Item")
+        if found is not None and found.get("st", {}).get("S") != SlotState.UNSTARTED:
+            return str(found["st"]["S"])
+        try:
+            self._call(
+                "PutItem",
+                Item={
+                    **key,
+                    "st": {"S": SlotState.STARTED},
+                    "expires_at": {"N": str(slot + self.index_retention_seconds)},
+                },
+                ConditionExpression="attribute_not_exists(sk) OR st = :unstarted",
+                ExpressionAttributeValues={":unstarted": {"S": SlotState.UNSTARTED}},
+            )
+        except ConditionFailed as failed:
+            old = failed.old_item or {}
+            return str(old.get("st", {}).get("S", SlotState.STARTED))
+        return None
+
+    def set_slot_state(self, slot: int, state: str) -> None:
+        self._call(
+            "UpdateItem",
+            Key=_key(slot_partition(slot), str(slot)),
+            UpdateExpression="SET st = :st, expires_at = if_not_exists(expires_at, :exp)",
+            ExpressionAttributeValues={
+                ":st": {"S": state},
+                ":exp": {"N": str(slot + self.index_retention_seconds)},
+            },
+        )
+
+    def create_implicit_registration(
+        self, rid: str, *, pushkey: str, app_id: str, target: Mapping[str, Any], now: float
+    ) -> None:
+        """Create a stateless UnifiedPush registration unless one exists (a concurrent
+        request may have made it: that is fine)."""
+        item = RegistrationItem(
+            rid=rid,
+            sk=REGISTRATION_SK,
+            pushkey=pushkey,
+            owner=IMPLICIT_OWNER,
+            backend=IMPLICIT_BACKEND,
+            target=dict(target),
+            app_id=app_id,
+            created_at=now,
+            options=RegistrationOptions().to_item(),
+            status=Status.ACTIVE.value,
+            expires_at=int(now) + IMPLICIT_IDLE_SECONDS,
+        )
+        try:
+            item.save(condition=RegistrationItem.rid.does_not_exist())
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return
+            raise StoreUnavailable(
+                f"could not store the registration ({error_code(exc)})"
+            ) from None
+        except PynamoDBException as exc:
+            raise StoreUnavailable(
+                f"could not store the registration ({error_code(exc)})"
+            ) from None
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _open(
+        self,
+        registration: Registration,
+        event: EventSummary,
+        *,
+        key: str,
+        now: float,
+        delay: int,
+        at_once: bool,
+    ) -> BatchItem:
+        bid = batch_id(registration.rid, event.event_id)
+        # Slot: the second the push is due in. At once: the next second is only the fallback
+        # slot, used if the sender cannot be invoked directly.
+        due = math.ceil(now) + 1 if at_once else math.ceil(now + delay)
+        ref = EventRef(event.event_id, event.room_id, now, event.urgency)
+        batch = BatchItem(
+            rid=registration.rid,
+            sk=batch_sk(now, bid),
+            bid=bid,
+            st=OpenState.OPEN,
+            backend=registration.backend,
+            due=due,
+            n=1,
+            created=now,
+            v=1,
+            refs=(ref,),
+            keys=(key,),
+            rooms=(event.room_id,) if event.room_id else (),
+            latest=event.to_item(),
+            unread=event.unread,
+            immediate=at_once,
+        )
+        self._put(
+            _batch_record(batch, self.log_retention_seconds),
+            ConditionExpression="attribute_not_exists(sk)",
+        )
+        self.put_due_entry(batch)
+        if registration.owner == IMPLICIT_OWNER:
+            self._touch_implicit(registration.rid, now)
+        return batch
+
+    def _join(self, batch: BatchItem, event: EventSummary, key: str, now: float) -> BatchItem:
+        rooms = list(batch.rooms)
+        if event.room_id and event.room_id not in rooms and len(rooms) < MAX_ROOMS:
+            rooms.append(event.room_id)
+        joined = replace(
+            batch,
+            n=batch.n + 1,
+            v=batch.v + 1,
+            refs=(*batch.refs, EventRef(event.event_id, event.room_id, now, event.urgency))[
+                -MAX_REFS:
+            ],
+            keys=(*batch.keys, key)[-MAX_KEYS:],
+            rooms=tuple(rooms),
+            latest=event.to_item(),
+            unread=event.unread,
+        )
+        record = _batch_record(joined, self.log_retention_seconds)
+        while item_size(record) > BATCH_BUDGET_BYTES and len(joined.refs) > 1:
+            joined = replace(joined, refs=joined.refs[1:])
+            record = _batch_record(joined, self.log_retention_seconds)
+        self._put(
+            record,
+            ConditionExpression="v = :v AND st = :open",
+            ExpressionAttributeValues={
+                ":v": {"N": str(batch.v)},
+                ":open": {"S": OpenState.OPEN},
+            },
+        )
+        return joined
+
+    def _touch_implicit(self, rid: str, now: float) -> None:
+        """Stateless registrations live as long as they are used."""
+        self._call(
+            "UpdateItem",
+            Key=_key(rid, REGISTRATION_SK),
+            UpdateExpression="SET expires_at = :exp",
+            ExpressionAttributeValues={":exp": {"N": str(int(now) + IMPLICIT_IDLE_SECONDS)}},
+        )
+
+
+def _key(rid: str, sk: str) -> dict[str, Any]:
+    return {"rid": {"S": rid}, "sk": {"S": sk}}
+
+
+def _batch_record(batch: BatchItem, retention_seconds: int) -> dict[str, Any]:
+    """A batch as stored. It is also its delivery-log record, so it lives as long as the log
+    (and a day more: the log hides what is older than its retention)."""
+    record: dict[str, Any] = {
+        "rid": batch.rid,
+        "sk": batch.sk,
+        "bid": batch.bid,
+        "st": batch.st,
+        "backend": batch.backend,
+        "due": batch.due,
+        "n": batch.n,
+        "created": batch.created,
+        "v": batch.v,
+        "refs": [ref_to_item(r) for r in batch.refs],
+        "keys": list(batch.keys),
+        "latest": batch.latest,
+        "unread": batch.unread,
+        "expires_at": int(batch.created) + retention_seconds + 24 * 3600,
+    }
+    if batch.rooms:
+        record["rooms"] = list(batch.rooms)
+    if batch.immediate:
+        record["imm"] = True
+    return record
+
+
+__all__ = [
+    "SLOT_PREFIX",
+    "AcceptResult",
+    "CancelResult",
+    "Cancelled",
+    "Duplicate",
+    "IsRejected",
+    "Joined",
+    "NotifySide",
+    "NothingPending",
+    "Opened",
+    "PushkeyView",
+    "SlotState",
+    "Unknown",
+]
