@@ -3,8 +3,8 @@
 `sam build` (BuildMethod: makefile) runs `make build-<LogicalId>` in the layer's folder with
 ARTIFACTS_DIR set; each layers/*/Makefile installs arm64 wheels for Python 3.13 with pip's
 --platform options. Running the same Makefile gives the same tree (it needs PyPI, or pip's
-cache). AWS limits a function and its layers to 250 MB unzipped; the zipped size is what each
-cold start downloads.
+cache). AWS caps a function and its layers at 250 MB unzipped; what a layer weighs is also
+what a new execution environment fetches and unpacks before the handler's first import.
 """
 
 from __future__ import annotations
