@@ -253,6 +253,8 @@ def main() -> None:
     cold_start()
     notify_path()
     parse_and_render()
+    print(flush=True)  # before the child's output: layer sizes, each layer built with pip
+    subprocess.run([sys.executable, str(ROOT / "bench" / "layer_sizes.py")], check=True)
 
 
 if __name__ == "__main__":

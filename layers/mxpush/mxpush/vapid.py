@@ -7,7 +7,8 @@ named by `MXPUSH_VAPID_PRIVATE_KEY_PARAMETER`. Accepted forms: the base64url raw
 private key (what `npx web-push generate-vapid-keys` prints as its private key), base64url DER,
 or PEM. `MXPUSH_VAPID_SUBJECT` is the contact push services see (`mailto:` or `https:`).
 
-cryptography and py_vapid are imported inside the functions: only Web Push pays for them.
+The JWT is signed here with `cryptography` (ES256), as py_vapid's `Vapid02` did: same token
+layout, same header. cryptography is imported inside the functions: only Web Push pays for it.
 Errors raised here never carry key material.
 """
 
@@ -15,15 +16,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mxpush.errors import ConfigError, NotFound, ServiceUnavailable
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
 # RFC 8292 §2: `exp` MUST NOT be more than 24 hours after the request; stay well inside it.
 TOKEN_LIFETIME_SECONDS = 12 * 3600
 _SUBJECT = r"^(mailto:[^@\s]+@[^@\s]+|https://[^\s/?#]+[^\s]*)$"  # compiled on first use
+# RFC 8292 §2 / RFC 7515: a JWS in compact form, signed with ES256.
+_JWT_HEADER = b'{"typ":"JWT","alg":"ES256"}'
 
 
 class WebPushUnavailable(NotFound):
@@ -42,9 +50,39 @@ class WebPushKeyUnreadable(ServiceUnavailable):
         super().__init__("Web Push is temporarily unavailable: its key cannot be read; retry later")
 
 
+class VapidSigner:
+    """Signs VAPID claims with the private key it holds (never shown by `repr`)."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey, public_key: str) -> None:
+        self._private_key = private_key
+        self.public_key = public_key
+
+    def __repr__(self) -> str:
+        return f"VapidSigner(public_key={self.public_key!r})"
+
+    def sign(self, claims: Mapping[str, Any]) -> dict[str, str]:
+        """`{"Authorization": "vapid t=<JWT>,k=<public key>"}` (RFC 8292 §3). The claims are
+        compact JSON sorted by name, byte for byte as py_vapid wrote them (its authors found that
+        Chrome's push service wants them sorted)."""
+        from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric.utils import (  # noqa: PLC0415
+            decode_dss_signature,
+        )
+
+        payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
+        signed = f"{b64url_encode(_JWT_HEADER)}.{b64url_encode(payload)}"
+        der = self._private_key.sign(signed.encode(), ec.ECDSA(hashes.SHA256()))
+        # RFC 7518 §3.4: a JWS carries r and s as two 32-byte big-endian integers, not DER.
+        r, s = decode_dss_signature(der)
+        token = f"{signed}.{b64url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return {"Authorization": f"vapid t={token},k={self.public_key}"}
+
+
 class VapidKey:
     """A loaded key pair. `public_key` is the base64url uncompressed point browsers subscribe
-    with; the private key stays inside `signer` (a py_vapid `Vapid02`) and out of `repr`.
+    with; the private key stays inside `signer` (a `VapidSigner`, or anything with its `sign`)
+    and out of `repr`.
     (A plain class: a dataclass would cost the registration Lambda's cold start a millisecond.)"""
 
     __slots__ = ("public_key", "signer", "subject")
@@ -58,19 +96,14 @@ class VapidKey:
         return f"VapidKey(public_key={self.public_key!r}, subject={self.subject!r})"
 
     def authorization(self, endpoint: str, *, now: float) -> str:
-        """The `Authorization: vapid t=<JWT>, k=<public key>` value for a push to `endpoint`.
-        Raises ValueError when py_vapid refuses the claims (an IPv6 literal host, say)."""
-        from py_vapid import VapidException  # noqa: PLC0415
-
+        """The `Authorization: vapid t=<JWT>,k=<public key>` value for a push to `endpoint`.
+        Raises ValueError when the endpoint has no origin to sign for (a port out of range)."""
         claims = {
             "aud": audience(endpoint),
             "exp": int(now) + TOKEN_LIFETIME_SECONDS,
             "sub": self.subject,
         }
-        try:
-            header: str = self.signer.sign(claims)["Authorization"]
-        except VapidException as exc:
-            raise ValueError(str(exc)) from None
+        header: str = self.signer.sign(claims)["Authorization"]
         return header
 
 
@@ -101,7 +134,6 @@ def load_vapid_key(private_key: str, subject: str) -> VapidKey:
     """Parse the configured private key; raise `ConfigError` (without the key) if unusable."""
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from py_vapid import Vapid02  # noqa: PLC0415
 
     checked_subject = check_subject(subject)
     value = private_key.strip()
@@ -123,9 +155,9 @@ def load_vapid_key(private_key: str, subject: str) -> VapidKey:
     point = loaded.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    # The subject was checked above; py_vapid's own check refuses valid https: URLs with paths.
-    signer = Vapid02(private_key=loaded, conf={"no-strict": True})
-    return VapidKey(public_key=b64url_encode(point), subject=checked_subject, signer=signer)
+    public_key = b64url_encode(point)
+    signer = VapidSigner(loaded, public_key)
+    return VapidKey(public_key=public_key, subject=checked_subject, signer=signer)
 
 
 def generate_private_key() -> str:

@@ -8,8 +8,8 @@ public key (`GET /api/v1/webpush/vapid-public-key`).
 Each push is one request to the endpoint:
 
 - body: the JSON payload below, encrypted with aes128gcm to the subscription's keys (RFC 8291,
-  by pywebpush), at most 4096 bytes; text is shortened to fit;
-- `Authorization: vapid t=<JWT>, k=<public key>` (RFC 8292, by py_vapid): `aud` the endpoint's
+  by http_ece), at most 4096 bytes; text is shortened to fit;
+- `Authorization: vapid t=<JWT>,k=<public key>` (RFC 8292, `mxpush.vapid`): `aud` the endpoint's
   origin, `exp` in 12 h, `sub` the operator's contact;
 - `TTL`: 900 s (a push older than 15 minutes is stale: the client has synced meanwhile), 60 s
   for calls (an invite rings for about a minute);
@@ -29,8 +29,9 @@ Payload (what the service worker gets in `event.data.json()`):
 The push service answers 201; 404 or 410 mean the subscription is gone: the registration is then
 rejected. 429 and 5xx are retried, 413 and other 4xx fail.
 
-pywebpush pulls in requests and aiohttp (~300 ms of imports): it is imported inside `send`, and
-only its encryption is used. The request goes out through `OutboundHttp` like every backend's.
+The crypto stack (cryptography, http_ece) is imported inside `send` and the target check, so
+the handlers that never encrypt do not load it. The request goes out through `OutboundHttp` like
+every backend's.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ CALL_TTL_SECONDS = 60
 # and a 16-byte tag to the plaintext, in a single record (RFC 8291 §4).
 MAX_BODY_BYTES = 4096
 MAX_PLAINTEXT_BYTES = MAX_BODY_BYTES - 86 - 1 - 16
+RECORD_SIZE = 4096  # one record holds up to 4096 - 17 bytes: more than any payload we send
 TOPIC_CHARS = 32  # RFC 8030 §5.4: at most 32 characters of the base64url alphabet
 _ELLIPSIS = "…"
 
@@ -241,20 +243,24 @@ def encode_payload(data: dict[str, Any]) -> bytes:
 
 
 def encrypt(plaintext: bytes, keys: Mapping[str, Any]) -> bytes:
-    """aes128gcm (RFC 8188/8291) to the subscription's keys, one record, by pywebpush."""
-    from pywebpush import WebPusher, WebPushException  # noqa: PLC0415
+    """aes128gcm (RFC 8188/8291) to the subscription's keys, in one record, from a fresh
+    ephemeral key and salt (http_ece draws the salt)."""
+    import http_ece  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
 
-    subscription = {
-        "endpoint": "",
-        "keys": {"p256dh": str(keys["p256dh"]), "auth": str(keys["auth"])},
-    }
     try:
-        encoded = WebPusher(subscription).encode(plaintext, "aes128gcm")
-    except (WebPushException, ValueError, TypeError) as exc:
+        body: bytes = http_ece.encrypt(
+            plaintext,
+            private_key=ec.generate_private_key(ec.SECP256R1()),
+            dh=b64url_decode(str(keys["p256dh"])),
+            auth_secret=b64url_decode(str(keys["auth"])),
+            rs=RECORD_SIZE,
+            version="aes128gcm",
+        )
+    except (http_ece.ECEException, ValueError, TypeError) as exc:
         raise PermanentDeliveryError(
             f"Web Push: cannot encrypt to this subscription's keys ({type(exc).__name__})"
         ) from None
-    body: bytes = encoded["body"]
     return body
 
 
