@@ -112,7 +112,7 @@ class LocalGateway:
     def listens_beyond_loopback(self) -> bool:
         if self._server is None:
             raise RuntimeError("not started")
-        return not ipaddress.ip_address(self._server.host).is_loopback
+        return not is_loopback(self._server.host)
 
     def start(self) -> None:
         # Bind first: the public URL (for pushers) needs the real port when PORT=0.
@@ -306,6 +306,11 @@ class LocalGateway:
         else:
             label = "(unsupported method)"
         print(f"{method} {label} {status} {ms:.1f}ms", flush=True)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a numeric listen address stays on this machine (0.0.0.0 and :: do not)."""
+    return ipaddress.ip_address(address).is_loopback
 
 
 def _proxy_response(result: Any) -> tuple[int, dict[str, str], bytes]:
