@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         gateway.start()
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: waitress refuses the host or port
         print(f"mxpush: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()

@@ -192,6 +192,9 @@ class HttpServer:
     def __init__(
         self, handle: Handle, *, host: str, port: int, access_log: AccessLog | None = None
     ) -> None:
+        if not 0 <= port <= 65535:
+            # The OS would silently take the port modulo 65536.
+            raise ValueError(f"port {port} is not between 0 and 65535")
         adjustments = Adjustments(
             host=host,
             port=port,

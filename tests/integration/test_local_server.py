@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -364,3 +365,19 @@ def test_stop_closes_every_connection_and_frees_the_port() -> None:
             socket.create_connection(("127.0.0.1", server.port), timeout=10)
     finally:
         idle.close()
+
+
+def test_a_port_out_of_range_is_refused_not_wrapped_around() -> None:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'mxpush'}:{ROOT / 'local'}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mxpush_local", "--port", "99999"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "cannot listen on 127.0.0.1:99999" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "listening on" not in done.stdout
