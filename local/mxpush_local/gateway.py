@@ -118,7 +118,10 @@ class LocalGateway:
         # Bind first: the public URL (for pushers) needs the real port when PORT=0.
         access_log = self._access_line if self.settings.access_log else None
         self._server = HttpServer(
-            self.handle, host=self.settings.host, port=self.settings.port, access_log=access_log
+            self._handle_current,
+            host=self.settings.host,
+            port=self.settings.port,
+            access_log=access_log,
         )
         self.aws.start()
         self._set_environment()
@@ -296,6 +299,12 @@ class LocalGateway:
         for name, value in self.environment().items():
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
+
+    def _handle_current(
+        self, method: str, raw_url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        # `handle` looked up on the instance for every request: tests/e2e wraps it after start().
+        return self.handle(method, raw_url, headers, body)
 
     def _access_line(self, method: str, raw_url: str | None, status: int, ms: float) -> None:
         # The route's label, never the raw path: paths carry pushkeys.

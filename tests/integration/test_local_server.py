@@ -381,3 +381,23 @@ def test_a_port_out_of_range_is_refused_not_wrapped_around() -> None:
     assert "cannot listen on 127.0.0.1:99999" in done.stderr
     assert "Traceback" not in done.stderr
     assert "listening on" not in done.stdout
+
+
+def test_handle_is_looked_up_per_request(
+    gateway: LocalGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tests/e2e records every notify by wrapping `handle` on the running gateway.
+    seen: list[tuple[str, str]] = []
+    original = gateway.handle
+
+    def recording(
+        method: str, raw_url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        seen.append((method, raw_url))
+        return original(method, raw_url, headers, body)
+
+    monkeypatch.setattr(gateway, "handle", recording)
+    answer, connection = exchange(gateway, b"GET /x?y=1 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    connection.close()
+    assert answer.status == 404
+    assert seen == [("GET", "/x?y=1")]
