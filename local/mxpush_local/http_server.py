@@ -1,8 +1,17 @@
 """Local mode's HTTP front: waitress (HTTP/1.1 framing with chunked bodies, a thread pool, a deep
 listen backlog) turning each request into one `handle(method, raw_url, headers, body)` call.
 
-Every answer the server makes by itself (malformed request, bad Content-Length, body or headers
-too large, unsupported method or transfer coding) is Matrix-style JSON `{"errcode", "error"}`.
+Every answer the server makes by itself is Matrix-style JSON `{"errcode", "error"}`, and after
+a framing error the connection is closed (what follows on it cannot be trusted):
+- 400 `M_UNRECOGNIZED`: malformed request line or headers, a Content-Length that is not one
+  plain number (abc, -5, -1, two values), a bad chunk. Not `M_BAD_JSON`: no JSON was read.
+- 405 `M_UNRECOGNIZED` (with `Allow`): a method no route takes (TRACE, CONNECT, ...), as the
+  handlers answer a wrong method.
+- 413 `M_TOO_LARGE`: a body over API Gateway's 10 MiB; 431 `M_TOO_LARGE`: request line and
+  headers over 16 KiB.
+- 501 `M_UNRECOGNIZED`: a transfer coding other than chunked.
+A handler that raises is answered as API Gateway answers a failed Lambda function:
+500 `{"message": "Internal Server Error"}`.
 """
 
 from __future__ import annotations
@@ -98,14 +107,13 @@ class WsgiApp:
             )
         else:
             status, headers, payload = self._answer(method, raw_url, environ)
-        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
         response_headers = [
             (name, value)
             for name, value in headers.items()
             if name.lower() != "content-length" and not _hop_by_hop(name)
         ]
         response_headers.append(("Content-Length", str(len(payload))))
-        start_response(f"{status} {phrase}".rstrip(), response_headers)
+        start_response(f"{status} {_reason(status)}", response_headers)
         if self._access_log is not None:
             elapsed = (time.perf_counter() - started) * 1000
             self._access_log(method if method in METHODS else "-", raw_url, status, elapsed)
@@ -140,6 +148,13 @@ def request_headers(environ: Mapping[str, Any]) -> dict[str, str]:
         elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
             headers[key.replace("_", "-").lower()] = str(value)
     return headers
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def _hop_by_hop(name: str) -> bool:
@@ -229,6 +244,7 @@ class HttpServer:
         self._server.access_log = access_log
         self._dispatcher.set_thread_count(THREADS)
         self._thread: threading.Thread | None = None
+        self._stopped = False
         bound = cast(Any, self._server)  # the stubs lack these two
         self.host = str(bound.effective_host)
         self.port = int(bound.effective_port)
@@ -243,6 +259,9 @@ class HttpServer:
         self._thread.start()
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         # The loop owns the sockets: close them from its thread; it returns once none is left.
         trigger = cast(Any, self._server).trigger
         trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
