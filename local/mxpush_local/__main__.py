@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -13,13 +15,36 @@ from mxpush.errors import ConfigError
 from mxpush_local.gateway import LocalGateway, LocalSettings
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m mxpush_local",
+        description="The whole mxpush gateway on one machine (local mode); Ctrl-C stops it. "
+        "Settings come from the environment (see the README); these options override it.",
+    )
+    parser.add_argument(
+        "--host",
+        help="address to listen on (default: MXPUSH_HOST, else 127.0.0.1). Anything but "
+        "loopback exposes the registration API, and its operator token travels over plain "
+        "HTTP: put a TLS proxy in front and set MXPUSH_PUBLIC_URL to its https URL.",
+    )
+    parser.add_argument(
+        "--port", type=int, help="port to listen on (default: PORT, else 3000; 0 = any free one)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = LocalSettings.from_env(os.environ)
     except ValueError as exc:
         print(f"mxpush: bad setting: {exc}", file=sys.stderr)
         return 2
+    if args.host is not None:
+        settings = dataclasses.replace(settings, host=args.host)
+    if args.port is not None:
+        settings = dataclasses.replace(settings, port=args.port)
     gateway = LocalGateway(settings)
     try:
         vapid_public_key = gateway.vapid_public_key()
@@ -28,8 +53,8 @@ def main() -> int:
         return 2
     try:
         gateway.start()
-    except OSError as exc:
-        print(f"mxpush: cannot listen on 127.0.0.1:{settings.port}: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # ValueError: waitress refuses the host or port
+        print(f"mxpush: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
 
@@ -43,6 +68,13 @@ def main() -> int:
         f"(notify URL {gateway.url}/_matrix/push/v1/notify, delay {settings.delay_seconds}s)",
         flush=True,
     )
+    if gateway.listens_beyond_loopback:
+        print(
+            f"mxpush: WARNING: listening on {settings.host}, beyond this machine: the operator "
+            "token and pushkeys travel over plain HTTP. Put a TLS proxy in front and set "
+            "MXPUSH_PUBLIC_URL to its https URL.",
+            flush=True,
+        )
     if gateway.generated_admin_token:
         print(f"admin token (MXPUSH_ADMIN_TOKEN): {gateway.admin_token}", flush=True)
     kept = " (generated for this session)" if gateway.generated_vapid_key else ""

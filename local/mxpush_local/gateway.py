@@ -5,28 +5,27 @@ API Gateway HTTP API (payload format 2.0) events, with AWS from `LocalAws`.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import os
 import re
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from mxpush_local.aws import REGION, LocalAws
+from mxpush_local.http_server import METHODS, HttpServer
 from mxpush_local.template import Route, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
-# API Gateway answers requests larger than its limit itself.
-MAX_REQUEST_BYTES = 10 * 1024 * 1024
+LOOPBACK = "127.0.0.1"
 # The VAPID contact when none is given. Fine for Chrome and Firefox; Apple's push service refuses
 # @localhost: set MXPUSH_VAPID_SUBJECT to a real address to push to Safari.
 LOCAL_VAPID_SUBJECT = "mailto:mxpush@localhost"
@@ -36,6 +35,10 @@ log = logging.getLogger("mxpush_local")
 @dataclass(frozen=True)
 class LocalSettings:
     port: int = 3000
+    # Loopback by default: beyond it, the operator token travels over plain HTTP.
+    host: str = LOOPBACK
+    # Where Synapse reaches this gateway (the pusher URL); empty = `url`.
+    public_url: str = ""
     admin_token: str = ""
     delay_seconds: int = 25
     allowed_homeservers: str = ""
@@ -60,6 +63,8 @@ class LocalSettings:
         port = env.get("PORT", "").strip()
         return cls(
             port=int(port) if port else 3000,
+            host=env.get("MXPUSH_HOST", "").strip() or LOOPBACK,
+            public_url=env.get("MXPUSH_PUBLIC_URL", "").strip(),
             admin_token=env.get("MXPUSH_ADMIN_TOKEN", ""),
             delay_seconds=int(delay) if delay else 25,
             allowed_homeservers=env.get("MXPUSH_ALLOWED_HOMESERVERS", ""),
@@ -94,34 +99,45 @@ class LocalGateway:
         self.template = load_template(template_path)
         self.aws = LocalAws(self.template)
         self._routes = self._compile_routes()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HttpServer | None = None
         self._saved_env: dict[str, str | None] = {}
 
     @property
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("not started")
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return self._server.url
+
+    @property
+    def listens_beyond_loopback(self) -> bool:
+        if self._server is None:
+            raise RuntimeError("not started")
+        return not is_loopback(self._server.host)
 
     def start(self) -> None:
         # Bind first: the public URL (for pushers) needs the real port when PORT=0.
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.settings.port), self._request_class())
-        self._server.daemon_threads = True
+        access_log = self._access_line if self.settings.access_log else None
+        self._server = HttpServer(
+            self._handle_current,
+            host=self.settings.host,
+            port=self.settings.port,
+            access_log=access_log,
+        )
         self.aws.start()
         self._set_environment()
         from mxpush import wiring  # noqa: PLC0415 - after the environment is set
 
         wiring.reset()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="mxpush-http", daemon=True
-        )
-        self._thread.start()
+        # Import every handler before the first request: `Functions.handler` imports lazily
+        # without a lock, and a burst of concurrent first requests would see a half-imported
+        # module (AttributeError: no 'lambda_handler').
+        for logical_id in self.template.functions:
+            self.aws.functions.handler(logical_id)
+        self._server.start()
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
         self.aws.stop()
         for name, value in self._saved_env.items():
             if value is None:
@@ -145,7 +161,7 @@ class LocalGateway:
             "MXPUSH_ALLOW_PRIVATE_TARGETS": "true" if s.allow_private_targets else "false",
             "MXPUSH_ADMIN_TOKEN": self.admin_token,
             "MXPUSH_ADMIN_TOKEN_PARAMETER": "",
-            "MXPUSH_PUBLIC_URL": self.url,
+            "MXPUSH_PUBLIC_URL": s.public_url or self.url,
             "MXPUSH_UNIFIEDPUSH_APP_IDS": s.unifiedpush_app_ids,
             "MXPUSH_UNIFIEDPUSH_HOSTS": s.unifiedpush_hosts,
             "MXPUSH_VAPID_PRIVATE_KEY": self.vapid_private_key,
@@ -284,58 +300,26 @@ class LocalGateway:
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
 
-    def _request_class(self) -> type[BaseHTTPRequestHandler]:
-        gateway = self
+    def _handle_current(
+        self, method: str, raw_url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        # `handle` looked up on the instance for every request: tests/e2e wraps it after start().
+        return self.handle(method, raw_url, headers, body)
 
-        class RequestHandler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "mxpush-local"
+    def _access_line(self, method: str, raw_url: str | None, status: int, ms: float) -> None:
+        # The route's label, never the raw path: paths carry pushkeys.
+        if raw_url is None:
+            label = "(malformed request)"
+        elif method in METHODS:
+            label = self.route_label(method, urlsplit(raw_url).path or "/")
+        else:
+            label = "(unsupported method)"
+        print(f"{method} {label} {status} {ms:.1f}ms", flush=True)
 
-            def _serve(self) -> None:
-                started = time.perf_counter()
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_REQUEST_BYTES:
-                    self._reply(
-                        413,
-                        {"Content-Type": "application/json"},
-                        b'{"message":"Request Entity Too Large"}',
-                    )
-                    return
-                body = self.rfile.read(length) if length else b""
-                try:
-                    status, headers, payload = gateway.handle(
-                        self.command, self.path, dict(self.headers.items()), body
-                    )
-                except Exception:
-                    # What API Gateway answers when the Lambda function fails.
-                    log.exception("handler failed")
-                    status, headers, payload = (
-                        500,
-                        {"Content-Type": "application/json"},
-                        b'{"message":"Internal Server Error"}',
-                    )
-                self._reply(status, headers, payload)
-                if gateway.settings.access_log:
-                    elapsed = (time.perf_counter() - started) * 1000
-                    label = gateway.route_label(self.command, urlsplit(self.path).path)
-                    print(f"{self.command} {label} {status} {elapsed:.1f}ms", flush=True)
 
-            def _reply(self, status: int, headers: Mapping[str, str], payload: bytes) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in ("content-length", "connection"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve  # noqa: N815
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return  # our own access line is printed in _serve
-
-        return RequestHandler
+def is_loopback(address: str) -> bool:
+    """Whether a numeric listen address stays on this machine (0.0.0.0 and :: do not)."""
+    return ipaddress.ip_address(address).is_loopback
 
 
 def _proxy_response(result: Any) -> tuple[int, dict[str, str], bytes]:

@@ -101,7 +101,13 @@ def test_make_run_serves_the_gateway_and_stops_on_ctrl_c() -> None:
     try:
         with running(
             ["make", "--no-print-directory", "run"],
-            {"PORT": str(port), "MXPUSH_DELAY_SECONDS": "1", "MXPUSH_ADMIN_TOKEN": ""},
+            # Empty: not the in-process test gateway's values, which are in os.environ.
+            {
+                "PORT": str(port),
+                "MXPUSH_DELAY_SECONDS": "1",
+                "MXPUSH_ADMIN_TOKEN": "",
+                "MXPUSH_PUBLIC_URL": "",
+            },
         ) as process:
             listening = process.wait_for_line(r"listening on (http://127\.0\.0\.1:\d+)")
             base = listening.group(1)
