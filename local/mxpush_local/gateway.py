@@ -128,9 +128,8 @@ class LocalGateway:
         from mxpush import wiring  # noqa: PLC0415 - after the environment is set
 
         wiring.reset()
-        # Import every handler before the first request: `Functions.handler` imports lazily
-        # without a lock, and a burst of concurrent first requests would see a half-imported
-        # module (AttributeError: no 'lambda_handler').
+        # Import every handler before the first request, as warm Lambda containers would have
+        # them: a burst of first requests then waits for no import (the loader is locked too).
         for logical_id in self.template.functions:
             self.aws.functions.handler(logical_id)
         self._server.start()
