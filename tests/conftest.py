@@ -140,6 +140,9 @@ def gateway(homeserver: FakeHomeserver) -> Iterator[LocalGateway]:
         access_log=False,
     )
     local = LocalGateway(settings)
+    # No sweep on a timer: it would re-drive what earlier tests left (their executions are
+    # stopped when they end) to fake servers long gone. Tests run the sweep themselves.
+    local.aws.run_schedules = False
     local.start()
     yield local
     local.stop()
@@ -147,13 +150,13 @@ def gateway(homeserver: FakeHomeserver) -> Iterator[LocalGateway]:
 
 @pytest.fixture(autouse=True)
 def _no_execution_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The gateway lives for the whole session, its executions need not: one a test left waiting
-    (a 60 s delay) would later push to its fake server's port, which by then the OS may have given
-    to another test's fake. Stop them when the test ends."""
+    """The gateway lives for the whole session, a test's pushes need not: one a test left waiting
+    (a 60 s delay) would later go to its fake server's port, which by then the OS may have given
+    to another test's fake. Cancel them when the test ends."""
     yield
     if "gateway" in request.fixturenames:
         gateway: LocalGateway = request.getfixturevalue("gateway")
-        gateway.aws.stop_running_executions()
+        gateway.aws.abandon_pending_deliveries()
 
 
 @pytest.fixture

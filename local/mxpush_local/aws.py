@@ -32,6 +32,7 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
+from mxpush.model import Outcome
 from mxpush_local.template import FunctionSpec, Template
 
 REGION = "us-east-1"
@@ -177,6 +178,36 @@ class LocalAws:
                 for execution in page["executions"]:
                     with suppress(client.exceptions.ExecutionDoesNotExist):
                         client.stop_execution(executionArn=execution["executionArn"])
+
+    def abandon_pending_deliveries(self) -> None:
+        """Tests: let no push of a test that ended reach a fake server it left (whose port the
+        OS may give to a later test's fake). Slot executions are shared by everything due in
+        their second, so they run on; the batches they would deliver are cancelled instead.
+        Retry executions belong to one push each: stopped."""
+        from mxpush import wiring  # noqa: PLC0415 - after the environment is set
+
+        client = boto3.client("stepfunctions", region_name=REGION)
+        store = wiring.store()
+        for logical_id, arn in self.state_machine_arns.items():
+            pages = client.get_paginator("list_executions").paginate(
+                stateMachineArn=arn, statusFilter="RUNNING"
+            )
+            for page in pages:
+                for execution in page["executions"]:
+                    if logical_id == "SlotStateMachine":
+                        slot = int(execution["name"].removeprefix("slot-"))
+                        for entry in store.due_entries(slot):
+                            store.finish_batch(
+                                entry.rid,
+                                entry.sk,
+                                token=None,
+                                outcome=Outcome.CANCELLED,
+                                reason="test ended",
+                                now=time.time(),
+                            )
+                    else:
+                        with suppress(client.exceptions.ExecutionDoesNotExist):
+                            client.stop_execution(executionArn=execution["executionArn"])
 
     def invoke_async(self, logical_id: str, event: dict[str, Any]) -> None:
         """What Lambda does with an `InvocationType=Event` invoke: run it later, retry a failure

@@ -216,6 +216,7 @@ def test_throttled_start_execution_answers_200_and_the_push_goes_out_once(
 ) -> None:
     """StartExecution throttled after the batch was stored: the batch is accepted (200, no
     Synapse back-off), the slot is marked unstarted, and the sweep delivers it exactly once."""
+    since = int(time.time()) - 1  # only this test's slots
     pushkey = api.register(gotify, delay=1)
     client = wiring.scheduler()._client
 
@@ -230,7 +231,9 @@ def test_throttled_start_execution_answers_200_and_the_push_goes_out_once(
     monkeypatch.undo()
     time.sleep(2.5)
     assert gotify.requests == []  # its slot never ran
-    result = sweep(store=wiring.store(), senders=wiring.senders(), now=time.time() + 15)
+    result = sweep(
+        store=wiring.store(), senders=wiring.senders(), now=time.time() + 15, since=since
+    )
     assert result["redriven_slots"] >= 1
     gotify.wait_for(1, timeout=10)
     assert api.notify(body).body == {"rejected": []}  # Synapse's retry: a duplicate

@@ -126,20 +126,23 @@ def test_reads_never_call_step_functions(api: Api, gotify: FakeGotify) -> None:
 def test_a_lost_slot_execution_is_redriven_by_the_sweep(
     api: Api, gotify: FakeGotify, gateway: LocalGateway
 ) -> None:
+    since = int(time.time()) - 1  # only this test's slots
     first, second = api.register(gotify, delay=2), api.register(gotify, delay=2)
     api.notify(synapse_body(DM, first))
     api.notify(with_event_id(synapse_body(GROUP, second), "$lost-2"))
     gateway.aws.stop_running_executions()  # the slot's execution is lost
     time.sleep(3.5)
     assert gotify.requests == []
-    result = sweep(store=wiring.store(), senders=wiring.senders(), now=time.time() + 15)
+    result = sweep(
+        store=wiring.store(), senders=wiring.senders(), now=time.time() + 15, since=since
+    )
     assert result["redriven_slots"] >= 1
     gotify.wait_for(2, timeout=10)
     wait_until(
         lambda: outcomes(api, first) == ["delivered"] and outcomes(api, second) == ["delivered"]
     )
     # A second sweep finds nothing left to do, and nothing is pushed twice.
-    sweep(store=wiring.store(), senders=wiring.senders(), now=time.time() + 15)
+    sweep(store=wiring.store(), senders=wiring.senders(), now=time.time() + 15, since=since)
     time.sleep(1)
     assert len(gotify.requests) == 2
 
@@ -203,6 +206,7 @@ FAULTS = [
 def test_each_aws_call_failing_still_ends_in_exactly_one_delivery(
     api: Api, gotify: FakeGotify, operation: str, nth: int
 ) -> None:
+    since = int(time.time()) - 1  # only this test's slots
     pushkey = api.register(gotify, delay=1)
     body = synapse_body(DM, pushkey)
     fault = FailOnce(operation, nth)
@@ -216,7 +220,7 @@ def test_each_aws_call_failing_still_ends_in_exactly_one_delivery(
             wait_until(delivered, timeout=8, interval=0.2)
         except AssertionError:
             # What a lost execution leaves, the sweep (every minute on AWS) re-drives.
-            sweep(store=wiring.store(), senders=wiring.senders(), now=time.time() + 15)
+            sweep(store=wiring.store(), senders=wiring.senders(), now=time.time() + 15, since=since)
             wait_until(delivered, timeout=8, interval=0.2)
     assert fault.failed.is_set(), f"{operation} #{nth} was never called"
     notify_like_synapse(api, body)  # a late Synapse retry changes nothing
@@ -244,3 +248,25 @@ def test_sender_lambda_that_keeps_failing_ends_failed_through_its_destination(
     assert entry["outcome"] == "failed"
     assert "RuntimeError" in entry["reason"]
     assert gotify.requests == []
+
+
+def test_the_registration_item_stays_small_whatever_happens(api: Api, gotify: FakeGotify) -> None:
+    """Delivery never writes the registration (a rejection aside): it stays well under 1 KB,
+    so reading it costs little and it never grows with traffic."""
+    pushkey = api.register(
+        gotify,
+        delay=1,
+        options={"click_url": "element://vector/webapp/#/room/{room_id}/{event_id}"},
+        pusher={"app_id": "org.mxpush.gotify", "device_display_name": "My phone", "lang": "en"},
+    )
+    for n in range(5):
+        api.notify(with_event_id(synapse_body(DM, pushkey), f"$small-{n}"))
+        if n % 2:
+            api.notify(synapse_body("read_receipts_all_badge.2.full", pushkey))
+    wait_until(lambda: len(api.deliveries(pushkey)) >= 3, timeout=10)
+    client = wiring.store()._client()
+    item = client.get_item(
+        TableName=wiring.settings().table_name,
+        Key={"rid": {"S": registration_id(pushkey)}, "sk": {"S": "registration"}},
+    )["Item"]
+    assert item_size(deserialize_item(item)) <= 1024
