@@ -96,11 +96,15 @@ class ServiceUnavailable(ApiError):
 # --- Infrastructure failures (mapped to 503 on the notify path) ---------------------------------
 
 
-class StoreUnavailable(MxpushError):
+class InfrastructureUnavailable(MxpushError):
+    """An AWS service we depend on failed: HTTP callers get 503 and should retry."""
+
+
+class StoreUnavailable(InfrastructureUnavailable):
     """DynamoDB did not accept or answer a request."""
 
 
-class SchedulerUnavailable(MxpushError):
+class SchedulerUnavailable(InfrastructureUnavailable):
     """Step Functions did not accept a request."""
 
 
