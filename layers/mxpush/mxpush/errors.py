@@ -93,7 +93,7 @@ class ServiceUnavailable(ApiError):
     errcode = "M_UNKNOWN"
 
 
-# --- Infrastructure failures (mapped to 503 on the notify path) ---------------------------------
+# --- Infrastructure failures (answered 503 on every API path: the caller retries) ----------------
 
 
 class InfrastructureUnavailable(MxpushError):
