@@ -19,11 +19,12 @@ export PYTHONPATH := $(CURDIR)/layers/mxpush:$(CURDIR)/local
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv machines have it this way.
 SAM_PYENV := PYENV_VERSION=3.13.0:3.12.1:3.11.7
 
-.PHONY: help venv run test lint typecheck pytest bench validate build e2e clean
+.PHONY: help venv run test lint typecheck pytest fuzz bench validate build e2e clean
 
 help:
 	@echo "make run       - run the whole gateway on http://127.0.0.1:3000 (local mode)"
 	@echo "make test      - lint, type-check and run the tests"
+	@echo "make fuzz      - the fuzz battery at 10x (>= 20,000 hostile requests, random seeds)"
 	@echo "make bench     - benchmarks (cold-start imports, notify path)"
 	@echo "make validate  - sam validate --lint (template)"
 	@echo "make build     - sam build (arm64, python3.13)"
@@ -51,6 +52,11 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(VENV)/bin/pytest -n 2
+
+# `make test` runs tests/fuzz derandomized at 1x; this explores with fresh random examples.
+# A failure is kept in .hypothesis/ and replayed first by the next run.
+fuzz: $(STAMP)
+	MXPUSH_FUZZ_SCALE=10 $(VENV)/bin/pytest tests/fuzz -n 2
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -9,18 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxpush import wiring
 from mxpush.auth import Authenticator, Caller
-from mxpush.errors import ApiError, ServiceUnavailable, StoreUnavailable
-from mxpush.http_api import (
-    Request,
-    Router,
-    empty_response,
-    error_response,
-    json_response,
-)
+from mxpush.http_api import Request, Router, empty_response, json_response, serve
 from mxpush.model import Outcome
 from mxpush.notification import load_json
 from mxpush.push_token_report import report_push_token
@@ -140,12 +134,8 @@ def vapid_public_key(request: Request) -> dict[str, Any]:
     return json_response(200, {"public_key": wiring.vapid_key().public_key})
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        return router.dispatch(Request.from_event(event))
-    except ApiError as exc:
-        return error_response(exc)
-    except StoreUnavailable as exc:
-        logger.error("store unavailable", extra={"reason": str(exc)})  # noqa: TRY400 - an outage, not a bug: no traceback
-        return error_response(ServiceUnavailable("storage is unavailable; retry later"))
+    return serve(router, event)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from mxpush.events import MAX_BODY_CHARS, EventSummary, Urgency, summarize
+from mxpush.events import EventSummary, Urgency, summarize
 from mxpush.model import Batch, EventRef, RegistrationOptions
-from mxpush.notification import parse_notify_body
+from mxpush.notification import MAX_MESSAGE_BODY_BYTES, parse_notify_body
 from mxpush.render import (
     MessageKind,
     PushMessage,
@@ -286,14 +286,17 @@ def test_sticker() -> None:
     assert single(summary_of(document)).body == "sent a sticker"
 
 
-def test_body_is_cut_at_1000_characters() -> None:
-    assert MAX_BODY_CHARS == 1000
+def test_body_is_cut_at_1000_bytes() -> None:
+    assert MAX_MESSAGE_BODY_BYTES == 1000
     long = summary("message_dm_2_members.1.full", body="a" * 1500)
     exact = summary("message_dm_2_members.1.full", body="b" * 1000)
+    # 334 three-byte characters are 1002 bytes: the cut keeps whole characters only.
+    wide = summary("message_dm_2_members.1.full", body="€" * 334)
 
-    assert long.body == "a" * 999 + "…"
-    assert single(long).body == "a" * 999 + "…"
+    assert long.body == "a" * 997 + "…"
+    assert single(long).body == "a" * 997 + "…"
     assert exact.body == "b" * 1000
+    assert wide.body == "€" * 332 + "…"
 
 
 def test_badge_only_cannot_be_summarized() -> None:

@@ -93,14 +93,18 @@ class ServiceUnavailable(ApiError):
     errcode = "M_UNKNOWN"
 
 
-# --- Infrastructure failures (mapped to 503 on the notify path) ---------------------------------
+# --- Infrastructure failures (answered 503 on every API path: the caller retries) ----------------
 
 
-class StoreUnavailable(MxpushError):
+class InfrastructureUnavailable(MxpushError):
+    """An AWS service we depend on failed: HTTP callers get 503 and should retry."""
+
+
+class StoreUnavailable(InfrastructureUnavailable):
     """DynamoDB did not accept or answer a request."""
 
 
-class SchedulerUnavailable(MxpushError):
+class SchedulerUnavailable(InfrastructureUnavailable):
     """Step Functions did not accept a request."""
 
 

@@ -1,7 +1,9 @@
 """What we keep of an event between the notify request and the delivery.
 
-Only what rendering needs is stored: never ciphertext, never the whole `content`, and the
-message body cut to `MAX_BODY_CHARS`. The stored form is a flat JSON-compatible dict.
+Only what rendering needs is stored: never ciphertext, never the whole `content`, and every
+string within the limits of `mxpush.notification` (the body cut to `MAX_MESSAGE_BODY_BYTES`), so
+that a stored summary stays small whatever a caller sends. The stored form is a flat
+JSON-compatible dict.
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from mxpush.notification import Device, Notification
+from mxpush.notification import (
+    MAX_KEYWORD_BYTES,
+    MAX_MESSAGE_BODY_BYTES,
+    Device,
+    Notification,
+    cut_text,
+    fits,
+)
 
-MAX_BODY_CHARS = 1000
 CALL_EVENT_TYPES = frozenset({"m.call.invite"})
 ENCRYPTED_EVENT_TYPE = "m.room.encrypted"
 
@@ -96,8 +104,6 @@ def summarize(notification: Notification, device: Device) -> EventSummary:
     content = notification.content or {}
     withheld = notification.type is None and not content and notification.sender is None
     body = content.get("body")
-    membership = content.get("membership")
-    msgtype = content.get("msgtype")
     return EventSummary(
         event_id=notification.event_id,
         room_id=notification.room_id,
@@ -109,11 +115,11 @@ def summarize(notification: Notification, device: Device) -> EventSummary:
         highlight=device.tweaks.highlight,
         sound=device.tweaks.sound,
         unread=notification.unread,
-        msgtype=msgtype if isinstance(msgtype, str) else None,
-        body=_cut(body)
+        msgtype=_keyword(content.get("msgtype")),
+        body=cut_text(body, MAX_MESSAGE_BODY_BYTES)
         if isinstance(body, str) and notification.type != ENCRYPTED_EVENT_TYPE
         else None,
-        membership=membership if isinstance(membership, str) else None,
+        membership=_keyword(content.get("membership")),
         user_is_target=notification.user_is_target,
         is_direct=content.get("is_direct") is True,
         video=_is_video_call(notification.type, content),
@@ -121,8 +127,9 @@ def summarize(notification: Notification, device: Device) -> EventSummary:
     )
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_BODY_CHARS else text[: MAX_BODY_CHARS - 1] + "…"
+def _keyword(value: Any) -> str | None:
+    """A name we only compare with known ones: a longer one than any could be is dropped."""
+    return value if isinstance(value, str) and fits(value, MAX_KEYWORD_BYTES) else None
 
 
 def _is_video_call(event_type: str | None, content: Mapping[str, Any]) -> bool:

@@ -1,20 +1,31 @@
 """API Gateway HTTP API (payload format 2.0) events in, Lambda proxy responses out.
 
 A tiny router instead of a framework: two handlers with a handful of routes, where the
-contract needs 404 and 405 both as `M_UNRECOGNIZED`, and cold start matters.
+contract needs 404 and 405 both as `M_UNRECOGNIZED`, and cold start matters. `serve` is every
+API handler's body: it turns each exception into an answer, by type.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from mxpush.errors import ApiError, MethodNotAllowed, Unrecognized
+from mxpush.errors import (
+    ApiError,
+    InfrastructureUnavailable,
+    MethodNotAllowed,
+    ServiceUnavailable,
+    Unrecognized,
+)
+
+log = logging.getLogger(__name__)
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -66,10 +77,16 @@ class Request:
 def json_response(
     status: int, body: Any, headers: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate no UTF-8 can carry: escaped, the answer is still the same JSON.
+        text = json.dumps(body, separators=(",", ":"))
     return {
         "statusCode": status,
         "headers": {**JSON_HEADERS, **(headers or {})},
-        "body": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        "body": text,
     }
 
 
@@ -133,3 +150,40 @@ class Router:
                 )
             )
         raise Unrecognized(f"no such endpoint: {request.path}")
+
+
+def serve(router: Router, event: Mapping[str, Any]) -> dict[str, Any]:
+    """Answer one API Gateway event: what its route answers, or the answer for the exception
+    it raised: an `ApiError`'s own, 503 for an AWS outage, and for any other (a bug) 500 with
+    the request id, logged once with its traceback."""
+    try:
+        return router.dispatch(Request.from_event(event))
+    except ApiError as exc:
+        return error_response(exc)
+    except InfrastructureUnavailable as exc:
+        # An outage, not a bug: no traceback. The message names the service, never data.
+        log.error("service unavailable", extra={"reason": str(exc)})  # noqa: TRY400
+        return error_response(ServiceUnavailable("a service is unavailable; retry later"))
+    except Exception as exc:  # noqa: BLE001 - the last resort: answer in JSON, leave a trace
+        request_id = _request_id(event)
+        log.error(  # noqa: TRY400 - logger.exception would log the message, see _traceback
+            "unhandled exception",
+            extra={"exception_name": type(exc).__name__, "traceback": _traceback(exc)},
+        )
+        body: dict[str, Any] = {"errcode": "M_UNKNOWN", "error": "internal server error"}
+        if request_id:
+            body["request_id"] = request_id
+        return json_response(500, body)
+
+
+def _request_id(event: Mapping[str, Any]) -> str | None:
+    context = event.get("requestContext")
+    request_id = context.get("requestId") if isinstance(context, Mapping) else None
+    return request_id if isinstance(request_id, str) else None
+
+
+def _traceback(exc: BaseException) -> str:
+    """Where the exception came from, without its message: that may quote the request (a
+    `KeyError` names its key, a `UnicodeError` its text), and logs never carry request data."""
+    frames = traceback.TracebackException.from_exception(exc, capture_locals=False).stack
+    return "".join(frames.format()) + type(exc).__qualname__

@@ -3,29 +3,51 @@
 Every rejection names the field that was wrong, e.g.
 `notification.devices[0].pushkey: must be a string`. Unknown fields are accepted and ignored,
 as the spec requires (Synapse sends `id` and `membership`, for instance).
+
+The field limits (the README's "Field limits" table) live here, so that nothing a caller sends
+can make what we store grow without bound: identifiers are refused when longer than their limit,
+since a cut identifier would name something else; text shown to people is cut with "…".
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mxpush.errors import BadJson, NotJson, TooLarge
 
+# --- Field limits -------------------------------------------------------------------------------
 MAX_BODY_BYTES = 512 * 1024
+# Nesting of arrays and objects in any JSON body: Synapse's deepest is 4.
+MAX_JSON_DEPTH = 64
+# The Matrix spec caps event ids, room ids, user ids, room aliases and event types at 255 bytes.
+MAX_ID_BYTES = 255
 MAX_APP_ID_CHARS = 64
 MAX_PUSHKEY_BYTES = 512
-_OPTIONAL_STRINGS = (
-    "event_id",
-    "room_id",
-    "type",
-    "sender",
-    "sender_display_name",
-    "room_name",
-    "room_alias",
-)
+# Display names and room names: cut with "…" (Synapse caps display names at 256 characters).
+MAX_NAME_BYTES = 255
+# The message body kept for rendering: cut with "…".
+MAX_MESSAGE_BODY_BYTES = 1000
+# `tweaks.sound`, `content.msgtype`, `content.membership`: names we only match against known
+# values; a longer one matches none, so it is ignored (the default sound, a generic message).
+MAX_KEYWORD_BYTES = 64
+# `counts.unread` and `counts.missed_calls` are clamped here (a badge shows no more anyway).
+MAX_COUNT = 2**31 - 1
+
+ELLIPSIS = "…"
+_IDS = ("event_id", "room_id", "type", "sender", "room_alias")
+_NAMES = ("sender_display_name", "room_name")
+# A JSON string literal, escapes included; unterminated ones run to the end, which keeps the
+# scan linear (a required closing quote makes the regex quadratic on `"\\"\\"\\"...`).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# `\uD800` to `\uDFFF`: the only way a lone surrogate gets into a decoded JSON string.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -83,24 +105,105 @@ def parse_notify_body(raw: bytes) -> Notification:
 
 
 def load_json(raw: bytes) -> Any:
-    """`json.loads` that rejects invalid UTF-8 and the non-standard NaN/Infinity literals."""
+    """`json.loads` for untrusted bodies: rejects invalid UTF-8, nesting deeper than
+    `MAX_JSON_DEPTH` (checked before parsing, which recurses), numbers no float can hold, the
+    non-standard NaN/Infinity literals, and strings with lone surrogates (`"\\ud800"` is valid
+    JSON, but no UTF-8 text: storing or sending it would fail later)."""
     try:
         text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise NotJson("body: not valid UTF-8") from None
+    _check_depth(raw)
+    try:
+        document = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except ValueError as exc:
+        # Also Python's limit on the digits of an integer (`10**5000` written out).
         raise NotJson(f"body: not valid JSON ({exc})") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_unicode(document)
+    return document
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError("a number is out of range")
+    return value
+
+
+def _check_depth(raw: bytes) -> None:
+    """A linear scan: brackets outside string literals, counted."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise BadJson(f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _check_unicode(document: Any) -> None:
+    """Raise `BadJson` naming the first string (value or key) that is not valid Unicode."""
+    # Iterative, though `_check_depth` bounds the depth: no recursion on untrusted input.
+    pending: list[tuple[Any, str]] = [(document, "body")]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str):
+            if not _is_unicode(value):
+                raise BadJson(f"{where}: not valid Unicode (a lone surrogate)")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = _path(where, key)
+                if not _is_unicode(key):
+                    raise BadJson(f"{name}: key is not valid Unicode (a lone surrogate)")
+                pending.append((item, name))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _path(where: str, key: str) -> str:
+    """`where.key`, as field names are written in errors; "body" is the document itself. Keys
+    that are no plain name (the caller's own text, maybe invalid) are not echoed."""
+    if not _SIMPLE_KEY.fullmatch(key):
+        return f"{where}[…]"
+    return key if where == "body" else f"{where}.{key}"
+
+
+def cut_text(text: str, max_bytes: int) -> str:
+    """`text` if its UTF-8 form fits `max_bytes`, else its longest prefix that fits with "…"."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    budget = max_bytes - len(ELLIPSIS.encode("utf-8"))
+    # Decoding with "ignore" drops the bytes of a character the cut went through.
+    return encoded[:budget].decode("utf-8", "ignore") + ELLIPSIS
+
+
+def fits(text: str, max_bytes: int) -> bool:
+    return len(text.encode("utf-8")) <= max_bytes
+
+
 def _parse_notification(n: Mapping[str, Any]) -> Notification:
     strings: dict[str, str | None] = {}
-    for key in _OPTIONAL_STRINGS:
-        strings[key] = _optional_string(n, key, "notification")
+    for key in _IDS:
+        value = _optional_string(n, key, "notification")
+        if value is not None and not fits(value, MAX_ID_BYTES):
+            raise BadJson(f"notification.{key}: must be at most {MAX_ID_BYTES} bytes")
+        strings[key] = value
+    for key in _NAMES:
+        value = _optional_string(n, key, "notification")
+        strings[key] = None if value is None else cut_text(value, MAX_NAME_BYTES)
     # Badge-only updates carry no event_id (Synapse sends `"id": ""` beside it); an empty
     # event_id is treated the same way.
     if strings["event_id"] == "":
@@ -159,7 +262,7 @@ def _count(counts: Mapping[str, Any], key: str) -> int:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BadJson(f"notification.counts.{key}: must be a non-negative integer")
-    return value
+    return min(value, MAX_COUNT)
 
 
 def _parse_device(d: Any, index: int) -> Device:
@@ -206,6 +309,8 @@ def _parse_tweaks(tweaks: Any, where: str) -> Tweaks:
     sound = tweaks.get("sound")
     if sound is not None and not isinstance(sound, str):
         raise BadJson(f"{where}.sound: must be a string")
+    if sound is not None and not fits(sound, MAX_KEYWORD_BYTES):
+        sound = None
     highlight = tweaks.get("highlight", False)
     if highlight is None:
         highlight = False
