@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,13 +35,13 @@ for _path in (ROOT / "layers" / "mxpush", ROOT / "local", ROOT):
 
 import boto3  # noqa: E402 - after the paths above
 import yaml  # noqa: E402
-
-from bench.cost_meter import KIND_HEADER, STATE_MACHINE, Meter, Tally  # noqa: E402
+from bench.cost_meter import KIND_HEADER, STATE_MACHINE, Invocation, Meter, Tally  # noqa: E402
 from bench.cost_model import (  # noqa: E402
     CALL,
     COMPONENTS,
     MESSAGE,
     NOOP_BADGE,
+    PRICES,
     READ,
     Episode,
     Notify,
@@ -54,9 +53,10 @@ from bench.cost_model import (  # noqa: E402
     lambda_gb_seconds,
     percentile,
 )
-from mxpush_local.gateway import LocalGateway, LocalSettings  # noqa: E402
 from tests.fakes.gotify import FakeGotify  # noqa: E402
 from tests.fakes.server import Received, Reply  # noqa: E402
+
+from mxpush_local.gateway import LocalGateway, LocalSettings  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "synapse-1.163.2"
 TEMPLATE = ROOT / "template.yaml"
@@ -110,7 +110,9 @@ class Bodies:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.messages = [_fixture(p.name[:-5]) for p in sorted(FIXTURES.glob("message_*.full.json"))]
+        self.messages = [
+            _fixture(p.name[:-5]) for p in sorted(FIXTURES.glob("message_*.full.json"))
+        ]
         self.call = _fixture("call_invite_dm.1.full")
         self.badge = _fixture("read_receipt_dm_badge.0.full")
 
@@ -142,6 +144,7 @@ class Replay:
     accepted: dict[tuple[int, int], float] = field(default_factory=dict)  # (episode, i) -> time
     statuses: Counter[int] = field(default_factory=Counter)
     lags: list[float] = field(default_factory=list)  # seconds each notify was sent late
+    aborted_at: int | None = None  # local mode fell this far behind: the figures would be wrong
     started: float = 0.0
     finished: float = 0.0
     transitions: int = 0
@@ -165,6 +168,10 @@ class Bench:
         self.gateway.start()
         self.meter = Meter(self.gateway.aws.functions, self.gateway.aws.table_name)
         self.meter.install()
+        # Import every handler now: local mode imports one at its first invocation, and two
+        # threads invoking it at once could see it half-imported.
+        for logical_id in self.gateway.aws.functions.specs:
+            self.gateway.aws.functions.handler(logical_id)
         self.pushkeys = [self._register(token) for token in self.tokens]
         self._seen_executions: set[str] = set()
 
@@ -178,7 +185,7 @@ class Bench:
     def _request(
         self, path: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(self.gateway.url + path, data=body, method="POST")
+        request = urllib.request.Request(self.gateway.url + path, data=body, method="POST")  # noqa: S310 - 127.0.0.1
         for name, value in {"Content-Type": "application/json", **headers}.items():
             request.add_header(name, value)
         try:
@@ -213,20 +220,23 @@ class Bench:
                 before.result()
             replay.lags.append(time.time() - replay.started - notify.at)
             body = bodies.body(notify, index, self.pushkeys[notify.pushkey])
-            status, _ = self._request(
-                "/_matrix/push/v1/notify", body, {KIND_HEADER: notify.kind}
-            )
+            status, _ = self._request("/_matrix/push/v1/notify", body, {KIND_HEADER: notify.kind})
             replay.statuses[status] += 1
             replay.accepted[(notify.episode, index)] = time.time()
 
         replay.started = time.time()
-        with ThreadPoolExecutor(SENDERS) as pool:
-            for index, notify in enumerate(trace.notifies):
-                pause = replay.started + notify.at - time.time()
-                if pause > 0:
-                    time.sleep(pause)
-                future = pool.submit(send, notify, index, previous.get(notify.episode))
-                previous[notify.episode] = future
+        pool = ThreadPoolExecutor(SENDERS)
+        for index, notify in enumerate(trace.notifies):
+            pause = replay.started + notify.at - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            if replay.lags and max(replay.lags[-SENDERS:]) > trace.delay:
+                # Reads now land after their push fell due: no longer the trace asked for.
+                replay.aborted_at = index
+                break
+            future = pool.submit(send, notify, index, previous.get(notify.episode))
+            previous[notify.episode] = future
+        pool.shutdown(wait=True, cancel_futures=True)
         replay.finished = time.time()
         self._drain(timeout=trace.delay + 120)
         self.meter.stop()
@@ -265,7 +275,7 @@ class Bench:
                     continue
                 self._seen_executions.add(arn)
                 executions += 1
-                events: list[dict[str, Any]] = []
+                events: list[Any] = []
                 pages = client.get_paginator("get_execution_history").paginate(executionArn=arn)
                 for page in pages:
                     events += page["events"]
@@ -310,9 +320,7 @@ def deliveries(replay: Replay, pushkey_tokens: Sequence[str]) -> Delivery:
             continue
         due = accepted + (0 if episode.kind == "call" else replay.trace.delay)
         result.due_seconds.add(math.floor(due))
-        by_pushkey.setdefault(episode.pushkey, []).append(
-            (first_sent[episode.index], episode, due)
-        )
+        by_pushkey.setdefault(episode.pushkey, []).append((first_sent[episode.index], episode, due))
     for pushkey, episodes in by_pushkey.items():
         episodes.sort(key=lambda e: e[0])
         times = sorted(arrivals.get(pushkey, []))
@@ -353,23 +361,44 @@ def report(replay: Replay, memory: dict[str, int], tokens: Sequence[str]) -> Non
     trace, tally = replay.trace, replay.tally
     counts = trace.counts()
     n = sum(counts.values())
+    print(
+        f"### {replay.name}: {n} notifications planned at {replay.rate:g}/s, "
+        f"delay {trace.delay} s, {trace.pushkeys} pushkeys"
+    )
+    if replay.aborted_at is not None:
+        sent = sum(replay.statuses.values())
+        print(
+            f"ABORTED: local mode fell more than the delay behind after {sent} notifications "
+            f"({sent / (replay.finished - replay.started):.1f}/s sustained): reads would land "
+            "after their push fell due. Rerun with a lower --rate (BENCH_COST_RATE).\n"
+        )
+        return
     usage = usage_of(replay, memory)
     costs = dollars_per_million(usage)
     delivery = deliveries(replay, tokens)
     last_accept = max(replay.accepted.values(), default=replay.finished)
     span = max(last_accept - replay.started, 1e-9)
     planned = max((notify.at for notify in trace.notifies), default=0.0)
-    print(f"### {replay.name}: {n} notifications planned at {replay.rate:g}/s, "
-          f"delay {trace.delay} s, {trace.pushkeys} pushkeys")
-    print(f"mix: {counts[MESSAGE]} messages in {sum(e.kind == 'burst' for e in trace.episodes)} "
-          f"bursts, {counts[READ]} reads that cancel, {counts[CALL]} calls, "
-          f"{counts[NOOP_BADGE]} badge updates that change nothing")
-    print(f"planned over {planned:.1f} s, all answered after {span:.1f} s ({n / span:.1f}/s); "
-          f"sent late by p50 {percentile(replay.lags, 0.5):.2f} s, p95 "
-          f"{percentile(replay.lags, 0.95):.2f} s; HTTP answers "
-          + ", ".join(f"{s}: {c}" for s, c in sorted(replay.statuses.items())))
-    print(f"pushes: {delivery.expected} expected, {delivery.received} received, "
-          f"{delivery.missing} missing, {delivery.unexpected} for bursts that were read")
+    print(
+        f"mix: {counts[MESSAGE]} messages in {sum(e.kind == 'burst' for e in trace.episodes)} "
+        f"bursts, {counts[READ]} reads that cancel, {counts[CALL]} calls, "
+        f"{counts[NOOP_BADGE]} badge updates that change nothing"
+    )
+    print(
+        f"planned over {planned:.1f} s, all answered after {span:.1f} s ({n / span:.1f}/s); "
+        f"sent late by p50 {percentile(replay.lags, 0.5):.2f} s, p95 "
+        f"{percentile(replay.lags, 0.95):.2f} s; HTTP answers "
+        + ", ".join(f"{s}: {c}" for s, c in sorted(replay.statuses.items()))
+    )
+    print(
+        f"pushes: {delivery.expected} expected, {delivery.received} received, "
+        f"{delivery.missing} missing, {delivery.unexpected} for bursts that were read"
+    )
+    if percentile(replay.lags, 0.95) > 0.5 or delivery.missing or delivery.unexpected:
+        print(
+            "WARNING: local mode fell behind the trace or pushes do not match it: these "
+            "figures are not quite the trace's (try a lower --rate)"
+        )
     print(f"{'component':<18}{'$ per 1M':>10}{'share':>8}")
     for name in (*COMPONENTS, "total"):
         share = costs[name] / costs["total"] * 100 if costs["total"] else 0.0
@@ -379,21 +408,29 @@ def report(replay: Replay, memory: dict[str, int], tokens: Sequence[str]) -> Non
     stops = _calls(tally, "stepfunctions", "StopExecution")
     stops_notify = _calls(tally, "stepfunctions", "StopExecution", source="NotifyFunction")
     slots = len(delivery.due_seconds)
-    print(f"transitions: {usage.transitions} ({usage.transitions / n:.3f} per notification) in "
-          f"{replay.executions} executions")
-    print(f"StartExecution per 1,000 notifications: {starts * per_k:.1f}; StopExecution: "
-          f"{stops * per_k:.1f} ({stops_notify * per_k:.1f} on the notify path)")
+    print(
+        f"transitions: {usage.transitions} ({usage.transitions / n:.3f} per notification) in "
+        f"{replay.executions} executions"
+    )
+    print(
+        f"StartExecution per 1,000 notifications: {starts * per_k:.1f}; StopExecution: "
+        f"{stops * per_k:.1f} ({stops_notify * per_k:.1f} on the notify path)"
+    )
     if slots:
-        print(f"slots (distinct seconds in which a batch fell due): {slots}; executions per "
-              f"slot {replay.executions / slots:.2f}; StartExecution per slot {starts / slots:.2f}")
+        print(
+            f"slots (distinct seconds in which a batch fell due): {slots}; executions per "
+            f"slot {replay.executions / slots:.2f}; StartExecution per slot {starts / slots:.2f}"
+        )
     _print_dynamodb(tally, counts, delivery)
     _print_lambda(tally, memory, n)
     _print_calls(tally, n)
     if delivery.latencies:
         lat = delivery.latencies
-        print(f"due -> push received by the fake Gotify (sender start + render + one HTTP round "
-              f"trip on 127.0.0.1), local mode: p50 {percentile(lat, 0.5):.2f} s, p95 "
-              f"{percentile(lat, 0.95):.2f} s, max {max(lat):.2f} s (n={len(lat)})")
+        print(
+            f"due -> push received by the fake Gotify (sender start + render + one HTTP round "
+            f"trip on 127.0.0.1), local mode: p50 {percentile(lat, 0.5):.2f} s, p95 "
+            f"{percentile(lat, 0.95):.2f} s, max {max(lat):.2f} s (n={len(lat)})"
+        )
     print()
 
 
@@ -415,8 +452,12 @@ def _print_dynamodb(tally: Tally, counts: dict[str, int], delivery: Delivery) ->
             elsewhere += units
     parts = [
         f"per {label} {notify_path[kind] / counts[kind]:.2f}"
-        for kind, label in ((MESSAGE, "message"), (READ, "read"), (CALL, "call"),
-                            (NOOP_BADGE, "no-op badge"))
+        for kind, label in (
+            (MESSAGE, "message"),
+            (READ, "read"),
+            (CALL, "call"),
+            (NOOP_BADGE, "no-op badge"),
+        )
         if counts[kind]
     ]
     print("DynamoDB write units on the notify path: " + ", ".join(parts))
@@ -424,31 +465,50 @@ def _print_dynamodb(tally: Tally, counts: dict[str, int], delivery: Delivery) ->
     total_writes = sum(tally.write_units.values())
     total_reads = sum(tally.read_units.values())
     n = sum(counts.values())
-    print(f"  elsewhere (delivery, logging): {elsewhere:.0f} = {elsewhere / pushes:.2f} per push "
-          f"delivered; all-in {total_writes / n:.2f} write units and {total_reads / n:.2f} read "
-          f"units per notification; largest item {tally.largest_item} bytes")
+    print(
+        f"  elsewhere (delivery, logging): {elsewhere:.0f} = {elsewhere / pushes:.2f} per push "
+        f"delivered; all-in {total_writes / n:.2f} write units and {total_reads / n:.2f} read "
+        f"units per notification; largest item {tally.largest_item} bytes"
+    )
     if tally.filtered_reads:
         print(f"  ({tally.filtered_reads} filtered Query/Scan: read units are a lower bound)")
 
 
 def _print_lambda(tally: Tally, memory: dict[str, int], n: int) -> None:
-    by_function: dict[str, list[float]] = {}
+    by_function: dict[str, list[Invocation]] = {}
     for invocation in tally.invocations:
-        by_function.setdefault(invocation.logical_id, []).append(invocation.seconds)
-    print(f"{'Lambda function':<28}{'per 1k notif.':>14}{'mean ms':>9}{'p95 ms':>8}{'MB':>6}")
-    for logical_id, durations in sorted(by_function.items()):
-        print(f"{logical_id:<28}{len(durations) * 1000 / n:>14.1f}"
-              f"{sum(durations) / len(durations) * 1000:>9.1f}"
-              f"{percentile(durations, 0.95) * 1000:>8.1f}{memory.get(logical_id, 128):>6}")
+        by_function.setdefault(invocation.logical_id, []).append(invocation)
+    print(
+        f"{'Lambda function (local-mode ms)':<32}{'per 1k notif.':>14}{'wall mean':>10}"
+        f"{'p95':>8}{'CPU mean':>10}{'MB':>6}"
+    )
+    for logical_id, invocations in sorted(by_function.items()):
+        wall = [i.seconds for i in invocations]
+        cpu = [i.cpu_seconds for i in invocations]
+        print(
+            f"{logical_id:<32}{len(invocations) * 1000 / n:>14.1f}"
+            f"{sum(wall) / len(wall) * 1000:>10.1f}{percentile(wall, 0.95) * 1000:>8.1f}"
+            f"{sum(cpu) / len(cpu) * 1000:>10.1f}{memory.get(logical_id, 128):>6}"
+        )
+    cpu_gb_s = sum(
+        lambda_gb_seconds(i.cpu_seconds, memory.get(i.logical_id, 128)) for i in tally.invocations
+    )
+    print(
+        f"(Lambda GB-s are priced on wall time, which includes waiting for Python's GIL when "
+        f"local mode is busy; on handler-thread CPU time they would cost "
+        f"${cpu_gb_s * PRICES.lambda_gb_second * 1e6 / n:.2f} per 1M)"
+    )
 
 
 def _print_calls(tally: Tally, n: int) -> None:
     print(f"{'AWS API calls by caller':<56}{'per 1k notif.':>14}")
     for (source, service, operation), count in sorted(tally.calls.items()):
         label = f"{source} {service}.{operation}"
-        note = " (a Task state's invoke: priced as a Lambda request)" if (
-            source == STATE_MACHINE and service == "lambda"
-        ) else ""
+        note = (
+            " (a Task state's invoke: priced as a Lambda request)"
+            if (source == STATE_MACHINE and service == "lambda")
+            else ""
+        )
         print(f"  {label:<54}{count * 1000 / n:>14.1f}{note}")
     unpriced = {svc for (_, svc, _) in tally.calls} & {"sns", "events", "scheduler"}
     if unpriced:
@@ -465,11 +525,13 @@ def _env_number(name: str, default: float) -> float:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--a-notifications", type=int,
-                        default=int(_env_number("BENCH_COST_A_NOTIFICATIONS", 3000)))
+    parser.add_argument(
+        "--a-notifications", type=int, default=int(_env_number("BENCH_COST_A_NOTIFICATIONS", 3000))
+    )
     parser.add_argument("--rate", type=float, default=_env_number("BENCH_COST_RATE", 50))
-    parser.add_argument("--quiet-seconds", type=int,
-                        default=int(_env_number("BENCH_COST_QUIET_SECONDS", 180)))
+    parser.add_argument(
+        "--quiet-seconds", type=int, default=int(_env_number("BENCH_COST_QUIET_SECONDS", 180))
+    )
     parser.add_argument("--delay", type=int, default=int(_env_number("BENCH_COST_DELAY", 5)))
     parser.add_argument("--pushkeys", type=int, default=200)
     parser.add_argument("--seed", type=int, default=8)
@@ -482,16 +544,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("moto").setLevel(logging.CRITICAL)
     traces = []
     if args.a_notifications > 0:
-        trace = generate_trace(args.a_notifications, rate=args.rate, delay=args.delay,
-                               pushkeys=args.pushkeys, seed=args.seed)
+        trace = generate_trace(
+            args.a_notifications,
+            rate=args.rate,
+            delay=args.delay,
+            pushkeys=args.pushkeys,
+            seed=args.seed,
+        )
         traces.append(("trace A", trace, args.rate))
     if args.quiet_seconds > 0:
-        trace = generate_trace(args.quiet_seconds, rate=1.0, delay=args.delay,
-                               pushkeys=args.pushkeys, seed=args.seed + 1)
+        trace = generate_trace(
+            args.quiet_seconds,
+            rate=1.0,
+            delay=args.delay,
+            pushkeys=args.pushkeys,
+            seed=args.seed + 1,
+        )
         traces.append(("quiet trace", trace, 1.0))
     print("## Cost model: $ per 1M notifications at us-east-1 prices (local-mode replay)")
-    print(f"(per-notification figures do not depend on the delay ({args.delay} s here) as long as "
-          "reads land within it; Lambda durations are local-mode measurements)")
+    print(
+        f"(per-notification figures do not depend on the delay ({args.delay} s here) as long as "
+        "reads land within it; Lambda durations are local-mode measurements)"
+    )
     bench = Bench(args.delay, max(t.pushkeys for _, t, _ in traces))
     memory = memory_by_function()
     try:

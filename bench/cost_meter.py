@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.cost_model import dynamodb_item_size, read_units, write_units
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from moto.dynamodb.models import dynamodb_backends
 
-from bench.cost_model import dynamodb_item_size, read_units, write_units
 from mxpush_local.aws import ACCOUNT, REGION, Functions
 
 STATE_MACHINE = "(state machine)"
@@ -41,14 +41,17 @@ class _Frame:
     logical_id: str
     kind: str
     started: float
+    cpu_started: float = 0.0
     excluded: float = 0.0
+    cpu_excluded: float = 0.0
 
 
 @dataclass
 class Invocation:
     logical_id: str
     started_at: float  # time.time()
-    seconds: float  # billed-relevant duration (nested asynchronous invokes excluded)
+    seconds: float  # wall-clock duration (nested asynchronous invokes excluded)
+    cpu_seconds: float  # CPU time of the handler's thread (moto's work included)
 
 
 @dataclass
@@ -57,7 +60,9 @@ class Tally:
     calls: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # (source, notification kind or "") -> units
     write_units: Counter[tuple[str, str]] = field(default_factory=Counter)
-    read_units: Counter[tuple[str, str]] = field(default_factory=Counter)
+    read_units: defaultdict[tuple[str, str], float] = field(
+        default_factory=lambda: defaultdict(float)
+    )
     invocations: list[Invocation] = field(default_factory=list)
     largest_item: int = 0
     # Query/Scan with a FilterExpression: items read but filtered out are not seen (lower bound).
@@ -239,28 +244,29 @@ class Meter:
 
     # --- Lambda --------------------------------------------------------------------------------
 
-    def _invoke(
-        self, logical_id: str, event: dict[str, Any], original: Callable[..., Any]
-    ) -> Any:
+    def _invoke(self, logical_id: str, event: dict[str, Any], original: Callable[..., Any]) -> Any:
         if not self._active:
             return original(logical_id, event)
         stack = self._stack()
         asynchronous = bool(stack) and getattr(self._local, "invocation_type", None) == "Event"
         frame = _Frame(logical_id, _kind_of(event) or (stack[-1].kind if stack else ""), 0.0)
         started_at = time.time()
-        frame.started = time.perf_counter()
+        frame.started, frame.cpu_started = time.perf_counter(), time.thread_time()
         stack.append(frame)
         try:
             return original(logical_id, event)
         finally:
             stack.pop()
             elapsed = time.perf_counter() - frame.started
+            cpu = time.thread_time() - frame.cpu_started
             if asynchronous:
                 stack[-1].excluded += elapsed  # the caller did not wait for it
+                stack[-1].cpu_excluded += cpu
+            invocation = Invocation(
+                logical_id, started_at, elapsed - frame.excluded, cpu - frame.cpu_excluded
+            )
             with self._lock:
-                self.tally.invocations.append(
-                    Invocation(logical_id, started_at, elapsed - frame.excluded)
-                )
+                self.tally.invocations.append(invocation)
 
 
 def _kind_of(event: Any) -> str:

@@ -255,7 +255,7 @@ def generate_trace(
         raise ValueError(f"delay must be at least {MIN_DELAY} s (reads must land within it)")
     if rate <= 0 or notifications <= 0:
         raise ValueError("rate and notifications must be positive")
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - a reproducible trace, not a secret
     plan = _episode_plan(notifications, mix, rng)
     gap = min(0.5, delay * 0.4 / 4)  # a 5-message burst spans at most 40 % of the delay
     free_at: list[float] = [0.0] * pushkeys
@@ -296,9 +296,7 @@ def generate_trace(
     return Trace(episodes, len(free_at), delay)
 
 
-def _episode_plan(
-    notifications: int, mix: Mix, rng: random.Random
-) -> list[tuple[str, int, bool]]:
+def _episode_plan(notifications: int, mix: Mix, rng: random.Random) -> list[tuple[str, int, bool]]:
     """(kind, burst size, read?) per episode, shuffled; message counts drawn from the burst
     weights until the message share is reached."""
     messages_wanted = round(notifications * mix.messages)
