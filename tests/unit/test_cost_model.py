@@ -49,7 +49,7 @@ from bench.cost_model import (
     ],
 )
 def test_item_size_follows_dynamodbs_rules(item: dict[str, object], size: int) -> None:
-    assert dynamodb_item_size(item) == size  # type: ignore[arg-type]
+    assert dynamodb_item_size(item) == size
 
 
 def test_item_size_of_a_nested_registration_like_item() -> None:
