@@ -62,6 +62,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "synapse-1.163.2"
 TEMPLATE = ROOT / "template.yaml"
 ADMIN_TOKEN = "bench-cost-admin-token"  # noqa: S105 - an in-process gateway's throwaway token
 SENDERS = 16  # concurrent HTTP clients replaying the trace
+CONNECT_ATTEMPTS = 3
 
 
 # --- template: memory per function -------------------------------------------------------------
@@ -144,6 +145,7 @@ class Replay:
     accepted: dict[tuple[int, int], float] = field(default_factory=dict)  # (episode, i) -> time
     statuses: Counter[int] = field(default_factory=Counter)
     lags: list[float] = field(default_factory=list)  # seconds each notify was sent late
+    connection_retries: int = 0
     aborted_at: int | None = None  # local mode fell this far behind: the figures would be wrong
     started: float = 0.0
     finished: float = 0.0
@@ -157,6 +159,7 @@ class Bench:
 
     def __init__(self, delay: int, pushkeys: int) -> None:
         self.delay = delay
+        self.connection_retries = 0
         self.tokens = [f"BenchToken.{i:05d}" for i in range(pushkeys)]
         self.gotify = TimedGotify(self.tokens).start()
         # The handlers log each notification at INFO: thousands of lines, not what is measured.
@@ -188,11 +191,18 @@ class Bench:
         request = urllib.request.Request(self.gateway.url + path, data=body, method="POST")  # noqa: S310 - 127.0.0.1
         for name, value in {"Content-Type": "application/json", **headers}.items():
             request.add_header(name, value)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - 127.0.0.1
-                return response.status, json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"{}")
+        for _ in range(CONNECT_ATTEMPTS):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - 127.0.0.1
+                    return response.status, json.loads(response.read() or b"{}")
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read() or b"{}")
+            except (urllib.error.URLError, ConnectionError):
+                # The local server's small listen backlog refuses a connection now and then
+                # when busy; Synapse would retry too. Nothing reached a handler.
+                self.connection_retries += 1
+                time.sleep(0.2)
+        return 0, {}  # no answer
 
     def _register(self, token: str) -> str:
         target = {"url": self.gotify.base_url, "token": token}
@@ -224,6 +234,7 @@ class Bench:
             replay.statuses[status] += 1
             replay.accepted[(notify.episode, index)] = time.time()
 
+        retries_before = self.connection_retries
         replay.started = time.time()
         pool = ThreadPoolExecutor(SENDERS)
         for index, notify in enumerate(trace.notifies):
@@ -238,6 +249,7 @@ class Bench:
             previous[notify.episode] = future
         pool.shutdown(wait=True, cancel_futures=True)
         replay.finished = time.time()
+        replay.connection_retries = self.connection_retries - retries_before
         self._drain(timeout=trace.delay + 120)
         self.meter.stop()
         replay.arrivals = list(self.gotify.arrivals)
@@ -350,7 +362,7 @@ def usage_of(replay: Replay, memory: dict[str, int]) -> Usage:
         lambda_gb_seconds=sum(
             lambda_gb_seconds(i.seconds, memory.get(i.logical_id, 128)) for i in tally.invocations
         ),
-        http_requests=sum(replay.statuses.values()),
+        http_requests=sum(c for status, c in replay.statuses.items() if status),
         write_units=sum(tally.write_units.values()),
         read_units=sum(tally.read_units.values()),
         sqs_requests=sqs,
@@ -388,7 +400,8 @@ def report(replay: Replay, memory: dict[str, int], tokens: Sequence[str]) -> Non
         f"planned over {planned:.1f} s, all answered after {span:.1f} s ({n / span:.1f}/s); "
         f"sent late by p50 {percentile(replay.lags, 0.5):.2f} s, p95 "
         f"{percentile(replay.lags, 0.95):.2f} s; HTTP answers "
-        + ", ".join(f"{s}: {c}" for s, c in sorted(replay.statuses.items()))
+        + ", ".join(f"{s or 'none'}: {c}" for s, c in sorted(replay.statuses.items()))
+        + f" (connections retried: {replay.connection_retries})"
     )
     print(
         f"pushes: {delivery.expected} expected, {delivery.received} received, "
