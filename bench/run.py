@@ -5,6 +5,7 @@
 2. Notify path, in process (local mode's moto, no HTTP): time per request for each kind of
    notification, against one bare DynamoDB UpdateItem on the same moto table (the floor).
 3. Parsing and rendering: per notification, against `json.loads` of the same body.
+4. Cost model (bench/cost.py): $ per 1M notifications from a replay of trace A and a quiet trace.
 
 Absolute numbers depend on the machine; the ratios are what to compare between commits.
 """
@@ -255,6 +256,9 @@ def main() -> None:
     parse_and_render()
     print(flush=True)  # before the child's output: layer sizes, each layer built with pip
     subprocess.run([sys.executable, str(ROOT / "bench" / "layer_sizes.py")], check=True)
+    # Its own process: it runs its own local gateway (one per process). Scale with BENCH_COST_*.
+    print(flush=True)
+    subprocess.run([sys.executable, str(ROOT / "bench" / "cost.py")], check=True)
 
 
 if __name__ == "__main__":
