@@ -200,27 +200,37 @@ def item_growth(
             body["notification"]["event_id"] = event_id
         post(json.dumps(body).encode())
 
-    print("## Registration item size (DynamoDB bills each notify write per started KB)")
-    fresh = size_of(new_pushkey())
-    print(f"{'state':<52}{'bytes':>8}{'WCU':>6}")
-    print(f"{'registered, nothing pending':<52}{fresh:>8}{-(-fresh // 1024):>6}")
-    for n in (1, 10, 50):
+    def batch_size(pushkey: str) -> int:
+        items = dynamodb.query(
+            TableName=gateway.aws.table_name,
+            KeyConditionExpression="rid = :r AND begins_with(sk, :b)",
+            ExpressionAttributeValues={
+                ":r": {"S": registration_id(pushkey)},
+                ":b": {"S": "b#"},
+            },
+            ScanIndexForward=False,
+            Limit=1,
+        )["Items"]
+        return dynamodb_item_bytes(items[0]) if items else 0
+
+    print("## Item sizes (DynamoDB bills each write per started KB of the item)")
+    print(f"{'item':<58}{'bytes':>8}{'WCU':>6}")
+
+    def row(label: str, size: int) -> None:
+        print(f"{label:<58}{size:>8}{-(-size // 1024):>6}")
+
+    fresh = new_pushkey()
+    row("registration", size_of(fresh))
+    for n in (1, 10, 50, 500):
         key = new_pushkey()
         for i in range(n):
-            send(key, f"$pending-{n}-{i}")
-        size = size_of(key)
-        print(f"{f'{n} events coalescing in one pending push':<52}{size:>8}{-(-size // 1024):>6}")
+            send(key, f"$pending-{n}-{i:04d}-" + "x" * 40)  # ids as long as Synapse's
+        row(f"pending batch of {n} events (latest 20 listed, all counted)", batch_size(key))
     key = new_pushkey()
-    for i in range(300):
+    for i in range(100):
         send(key, f"$cancelled-{i}")
-        send(key, None)  # read at once: cancelled, its event joins the duplicate filter
-    gateway.aws.functions.invoke(
-        "RecordOutcomeFunction", {"action": "flush", "registration": registration_id(key)}
-    )
-    size = size_of(key)
-    print(
-        f"{'after 300 cancelled pushes (filter trimmed to 64)':<52}{size:>8}{-(-size // 1024):>6}"
-    )
+        send(key, None)  # read at once: cancelled, one write on its batch
+    row("registration after 100 cancelled pushes", size_of(key))
     print()
 
 
