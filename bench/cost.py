@@ -176,8 +176,8 @@ class Bench:
         for logical_id in self.gateway.aws.functions.specs:
             self.gateway.aws.functions.handler(logical_id)
         self.pushkeys = [self._register(token) for token in self.tokens]
-        self._warm_up()
         self._seen_executions: set[str] = set()
+        self._warm_up()
 
     def close(self) -> None:
         self.meter.uninstall()
