@@ -11,7 +11,7 @@ Target: `{"url": "https://...", "secret"?: "...", "headers"?: {"Name": "value"}}
 
 Answers: 2xx delivered; 404 and 410 mean the endpoint is gone (the registration is rejected);
 anything else, and no answer, is retried by the state machine with backoff for about eleven
-minutes (statemachine/delivery.asl.json, SendWebhook), as receivers like mpush retry until
+minutes (statemachine/retry.asl.json, SendWebhook), as receivers like mpush retry until
 they get a 2xx; then the delivery is logged failed.
 """
 
