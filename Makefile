@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed
+# checkov pins an old boto3/botocore, so it gets a venv of its own like sam.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # A real Synapse for `make e2e`, in its own venv (its pins are not ours).
 SYNAPSE_VENV := .venv-synapse
 SYNAPSE_REQUIREMENTS := tests/e2e/requirements-synapse.txt
@@ -19,13 +22,14 @@ export PYTHONPATH := $(CURDIR)/layers/mxpush:$(CURDIR)/local
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv machines have it this way.
 SAM_PYENV := PYENV_VERSION=3.13.0:3.12.1:3.11.7
 
-.PHONY: help venv run test lint typecheck pytest fuzz bench validate build e2e clean
+.PHONY: help venv run test lint checkov typecheck pytest fuzz bench validate build e2e clean
 
 help:
 	@echo "make run       - run the whole gateway on http://127.0.0.1:3000 (local mode)"
 	@echo "make test      - lint, type-check and run the tests"
 	@echo "make fuzz      - the fuzz battery at 10x (>= 20,000 hostile requests, random seeds)"
 	@echo "make bench     - benchmarks (cold-start imports, notify path)"
+	@echo "make checkov   - checkov on template.yaml (offline; part of make test)"
 	@echo "make validate  - sam validate --lint (template)"
 	@echo "make build     - sam build (arm64, python3.13)"
 	@echo "make e2e       - a real Synapse drives local mode (installs it into .venv-synapse)"
@@ -46,6 +50,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/cfn-lint template.yaml
+	$(MAKE) --no-print-directory checkov
+
+$(CHECKOV_STAMP): requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	@touch $(CHECKOV_STAMP)
+
+# Offline: no Bridgecrew platform, no download of extra policies. A check that does not fit is
+# skipped on its resource (Metadata: checkov: skip) with the reason beside it.
+checkov: $(CHECKOV_STAMP)
+	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation \
+		--quiet --compact --skip-download
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -85,4 +101,4 @@ e2e: $(STAMP) $(SYNAPSE_STAMP)
 		$(VENV)/bin/pytest tests/e2e -p no:xdist -v $(E2E_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(SYNAPSE_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(SYNAPSE_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
