@@ -133,3 +133,29 @@ def test_a_registered_pushkey_answers_as_documented(
     assert call("GET", one, 200)["status"] == "rejected"
     assert call("DELETE", one, 204) is None
     call("GET", one, 404)
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    # The OpenAPI 3.1 meta-schema Schemathesis ships (the pinned version's module).
+    from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
+
+    document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
+    assert [str(e) for e in OPENAPI_31_VALIDATOR.iter_errors(document)] == []
+
+
+def test_every_route_and_method_is_documented(api: Api, gateway: LocalGateway) -> None:
+    """The template's routes are the document's paths, and on each the methods its handler
+    takes (the `Allow` of a 405) are the documented ones."""
+    document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
+    routes = {
+        route.path
+        for spec in gateway.template.functions.values()
+        for route in spec.routes
+        if route.path != "$default"
+    }
+    assert routes == set(document["paths"])
+    for path, item in document["paths"].items():
+        documented = {m.upper() for m in item if m != "parameters"}
+        answer = api.request("PATCH", path.replace("{pushkey}", "mxp_unknown"), token=None)
+        assert answer.status == 405, path
+        assert set(answer.headers["Allow"].split(", ")) == documented, path
