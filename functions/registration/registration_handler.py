@@ -6,6 +6,8 @@ Thin: authenticate, parse, call `mxpush.registration`, shape the answer.
 
 from __future__ import annotations
 
+import functools
+from importlib import resources
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -14,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxpush import wiring
 from mxpush.auth import Authenticator, Caller
-from mxpush.http_api import Request, Router, empty_response, json_response, serve
+from mxpush.http_api import JSON_HEADERS, Request, Router, empty_response, json_response, serve
 from mxpush.model import Outcome
 from mxpush.notification import load_json
 from mxpush.push_token_report import report_push_token
@@ -132,6 +134,18 @@ def vapid_public_key(request: Request) -> dict[str, Any]:
     """No authentication: the key is public by design. Every web app needs it before it can
     subscribe (`applicationServerKey`), and every push carries it in its Authorization header."""
     return json_response(200, {"public_key": wiring.vapid_key().public_key})
+
+
+@router.route("GET", "/api/v1/openapi.json")
+def openapi_document(request: Request) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the whole API, public like the API's shape itself."""
+    return {"statusCode": 200, "headers": dict(JSON_HEADERS), "body": _openapi_text()}
+
+
+@functools.cache
+def _openapi_text() -> str:
+    # In the layer beside the code it describes: local mode and AWS ship the same file.
+    return resources.files("mxpush").joinpath("openapi.json").read_text(encoding="utf-8")
 
 
 @logger.inject_lambda_context(

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from mxpush_local.aws import REGION, LocalAws
+from mxpush_local.cors import CorsPolicy
 from mxpush_local.http_server import METHODS, HttpServer
 from mxpush_local.template import Route, load_template
 
@@ -50,6 +51,8 @@ class LocalSettings:
     # Web Push: empty = a key pair generated at start, kept for the session.
     vapid_private_key: str = field(default="", repr=False)
     vapid_subject: str = ""
+    # Origins whose web pages may call the API from a browser (CORS); empty = none.
+    cors_origins: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalSettings:
@@ -73,6 +76,7 @@ class LocalSettings:
             unifiedpush_hosts=env.get("MXPUSH_UNIFIEDPUSH_HOSTS", ""),
             vapid_private_key=env.get("MXPUSH_VAPID_PRIVATE_KEY", "").strip(),
             vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip(),
+            cors_origins=env.get("MXPUSH_CORS_ORIGINS", ""),
         )
 
 
@@ -99,6 +103,8 @@ class LocalGateway:
         self.template = load_template(template_path)
         self.aws = LocalAws(self.template)
         self._routes = self._compile_routes()
+        # API Gateway's CorsConfiguration, which answers before any function is involved.
+        self.cors = CorsPolicy.from_setting(settings.cors_origins)
         self._server: HttpServer | None = None
         self._saved_env: dict[str, str | None] = {}
 
@@ -182,7 +188,20 @@ class LocalGateway:
     def handle(
         self, method: str, raw_url: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request through the route table and a handler, as API Gateway would."""
+        """One request through the CORS configuration, the route table and a handler, as
+        API Gateway would."""
+        if self.cors is None:
+            return self._route(method, raw_url, headers, body)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        if self.cors.is_preflight(method, lowered):
+            return self.cors.preflight(lowered)
+        status, answer_headers, payload = self._route(method, raw_url, headers, body)
+        self.cors.decorate(lowered, answer_headers)
+        return status, answer_headers, payload
+
+    def _route(
+        self, method: str, raw_url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(raw_url)
         path = parts.path or "/"
         match = self._match(method, path)

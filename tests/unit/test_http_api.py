@@ -254,6 +254,23 @@ def test_unknown_path_is_unrecognized(path: str) -> None:
     assert seen == []
 
 
+def test_a_cors_preflight_on_a_known_path_is_answered_204_without_a_handler() -> None:
+    router, seen = make_router()
+    preflight = {"Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"}
+
+    response = router.dispatch(
+        Request.from_event(event("OPTIONS", "/api/v1/pushkeys", headers=preflight))
+    )
+
+    assert (response["statusCode"], response["body"]) == (204, "")
+    assert seen == []
+    # Not a preflight (no Origin): still 405. Unknown path: still 404.
+    with pytest.raises(MethodNotAllowed):
+        dispatch(router, "OPTIONS", "/api/v1/pushkeys")
+    with pytest.raises(Unrecognized):
+        router.dispatch(Request.from_event(event("OPTIONS", "/nowhere", headers=preflight)))
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [

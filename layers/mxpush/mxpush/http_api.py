@@ -131,6 +131,11 @@ class Router:
             if match is None:
                 continue
             handler = methods.get(request.method)
+            if handler is None and is_cors_preflight(request):
+                # With CorsConfiguration, API Gateway may pass a preflight to an ANY route's
+                # function instead of answering it: a 2xx it adds its CORS headers to. Without
+                # CORS there are none, and the browser refuses as it should.
+                return empty_response(204)
             if handler is None:
                 raise MethodNotAllowed(
                     f"{request.method} is not supported on {request.path}",
@@ -150,6 +155,14 @@ class Router:
                 )
             )
         raise Unrecognized(f"no such endpoint: {request.path}")
+
+
+def is_cors_preflight(request: Request) -> bool:
+    return (
+        request.method == "OPTIONS"
+        and "origin" in request.headers
+        and "access-control-request-method" in request.headers
+    )
 
 
 def serve(router: Router, event: Mapping[str, Any]) -> dict[str, Any]:
