@@ -313,6 +313,12 @@ def audit(
             [
                 Figure("pushkeys (bad token)", len(pushkeys), unit=f"({len(bad_token)})"),
                 Figure("replayed events (end)", sum(1 for e in events.values() if e.replayed)),
+                Figure(
+                    "  of them in a `failed` batch",
+                    sum(
+                        1 for e, i in events.items() if i.replayed and outcome_of.get(e) == "failed"
+                    ),
+                ),
                 Figure("wait for the gateway to go idle", timing["idle_seconds"], unit="s"),
                 Figure("wall time", timing["wall_seconds"], unit="s"),
             ],

@@ -38,9 +38,13 @@ class LoadConfig:
     notifications: int = 5000
     pushkeys: int = 100
     seed: int = 1
-    rate: float = 45.0  # new notifications per second, overall
+    # New notifications per second, overall. 10/s is what local mode (v1 engine, moto) keeps up
+    # with on 2 cores; 45/s saturates it (notify answers take seconds, senders time out).
+    rate: float = 10.0
     delay: int = 2  # each pushkey's delay_seconds
     read_ratio: float = 0.12
+    # A message read at once on another device: the read races the push's delay.
+    read_soon_ratio: float = 0.08
     resend_ratio: float = 0.06
     # A message may come with 1-3 more right behind it (they coalesce into one push).
     burst_ratio: float = 0.15
@@ -181,6 +185,8 @@ def plan(config: LoadConfig) -> list[Item]:
         else:
             burst = 1 + (rng.randint(1, 3) if rng.random() < config.burst_ratio else 0)
             items += [Item(pk, "event")] * burst
+            if rng.random() < config.read_soon_ratio:
+                items.append(Item(pk, "read"))
     return items[: config.notifications]
 
 
@@ -192,7 +198,6 @@ class Driver:
         self.pushkeys: list[Pushkey] = []
         self.attempts: list[Attempt] = []
         self._lock = threading.Lock()
-        self._rng = random.Random(f"driver/{config.seed}")
 
     def register(self, target_url: str, good_token: str, bad_token: str) -> None:
         count = self.config.pushkeys
@@ -227,6 +232,7 @@ class Driver:
             thread.join()
 
     def _sender(self, pk: Pushkey, pending: queue.Queue[Item | None]) -> None:
+        rng = random.Random(f"resend/{self.config.seed}/{pk.index}")
         while (item := pending.get()) is not None:
             if pk.gone:
                 continue
@@ -243,7 +249,7 @@ class Driver:
                     continue
                 # Mostly the last one (the answer was lost), sometimes an older one.
                 recent = pk.answered[-5:]
-                body = recent[-1] if self._rng.random() < 0.7 else self._rng.choice(recent)
+                body = recent[-1] if rng.random() < 0.7 else rng.choice(recent)
             assert body is not None
             status, rejected = self._send_until_answered(pk, kind, body)
             event_id = body["notification"].get("event_id")

@@ -20,6 +20,10 @@ RETRY_SCHEDULE_SECONDS = 2 + 4 + 8 + 16 + 32 + 64 + 7 * LATE_SECONDS
 # The gateway is idle when the fake has heard nothing for this long and the log stopped growing.
 QUIET_SECONDS = 2.0
 POLL_SECONDS = 2.0
+# Replays pick among each pushkey's latest events only: the gateway's duplicate filter keeps the
+# last 64 event ids of a pushkey (a documented bound), and Synapse, sending in order, only ever
+# retries its latest one.
+REPLAY_WINDOW = 50
 
 Logs = dict[int, list[dict[str, Any]]]
 
@@ -112,7 +116,7 @@ def replay_items(
     for pk in driver.pushkeys:
         if pk.gone:
             continue
-        for body in pk.answered:
+        for body in pk.answered[-REPLAY_WINDOW:]:
             event_id = body["notification"]["event_id"]
             if event_id in failed or rng.random() < config.replay_ratio:
                 items.append(Item(pk.index, "replay", body))

@@ -16,7 +16,7 @@ from tests.load.run import run_load
 def test_every_accepted_event_has_exactly_one_outcome_under_faults(
     gateway: LocalGateway,
 ) -> None:
-    config = LoadConfig(notifications=300, pushkeys=20, seed=7, rate=18, delay=1)
+    config = LoadConfig(notifications=300, pushkeys=20, seed=7, rate=15, delay=1)
     rates = FaultRates(error=0.05, late=0.01, drop=0.03, fail=0.02)
     report = run_load(config, gateway.url, ADMIN_TOKEN, rates=rates)
     print(report.table())
