@@ -17,12 +17,14 @@ SYNAPSE_REQUIREMENTS := tests/e2e/requirements-synapse.txt
 SYNAPSE_STAMP := $(SYNAPSE_VENV)/.installed
 # Extra pytest arguments for `make e2e`, e.g. E2E_ARGS="-k latency".
 E2E_ARGS ?=
+# Arguments for `make load`, e.g. LOAD_ARGS="--seed 2 --notifications 2000".
+LOAD_ARGS ?=
 
 export PYTHONPATH := $(CURDIR)/layers/mxpush:$(CURDIR)/local
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv machines have it this way.
 SAM_PYENV := PYENV_VERSION=3.13.0:3.12.1:3.11.7
 
-.PHONY: help venv run test lint checkov typecheck pytest fuzz bench validate build e2e clean
+.PHONY: help venv run test lint checkov typecheck pytest fuzz bench load validate build e2e clean
 
 help:
 	@echo "make run       - run the whole gateway on http://127.0.0.1:3000 (local mode)"
@@ -30,6 +32,7 @@ help:
 	@echo "make fuzz      - the fuzz battery at 10x (>= 20,000 hostile requests, random seeds)"
 	@echo "make bench     - benchmarks (cold-start imports, notify path)"
 	@echo "make checkov   - checkov on template.yaml (offline; part of make test)"
+	@echo "make load      - load test with backend faults and an exactly-once audit (LOAD_ARGS=...)"
 	@echo "make validate  - sam validate --lint (template)"
 	@echo "make build     - sam build (arm64, python3.13)"
 	@echo "make e2e       - a real Synapse drives local mode (installs it into .venv-synapse)"
@@ -76,6 +79,9 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+load: $(STAMP)
+	$(PY) -m tests.load $(LOAD_ARGS)
 
 $(SAM_STAMP): requirements-sam.txt
 	$(PYTHON) -m venv $(SAM_VENV)

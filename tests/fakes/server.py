@@ -31,6 +31,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     # Seconds to wait before answering (timeouts).
     delay: float = 0.0
+    # Close the connection without answering (a server that crashed mid-request).
+    drop: bool = False
 
     def encoded(self) -> bytes:
         if self.body is None:
@@ -126,6 +128,9 @@ class RecordingServer:
                 reply = server._record(request)
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.drop:
+                    self.close_connection = True
+                    return
                 payload = reply.encoded()
                 try:
                     self.send_response(reply.status)
