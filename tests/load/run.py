@@ -20,10 +20,10 @@ RETRY_SCHEDULE_SECONDS = 2 + 4 + 8 + 16 + 32 + 64 + 7 * LATE_SECONDS
 # The gateway is idle when the fake has heard nothing for this long and the log stopped growing.
 QUIET_SECONDS = 2.0
 POLL_SECONDS = 2.0
-# Replays pick among each pushkey's latest events only: the gateway's duplicate filter keeps the
-# last 64 event ids of a pushkey (a documented bound), and Synapse, sending in order, only ever
-# retries its latest one.
-REPLAY_WINDOW = 50
+# Replays pick among each pushkey's latest events only: the gateway recognises duplicates among a
+# pushkey's last 8 batches — at least its last 8 events (a documented bound) — and Synapse,
+# sending in order, only ever retries its latest one.
+REPLAY_WINDOW = 8
 
 Logs = dict[int, list[dict[str, Any]]]
 

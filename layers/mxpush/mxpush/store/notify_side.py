@@ -47,9 +47,10 @@ from mxpush.store.models import (
 )
 from mxpush.store.raw import ConditionFailed, deserialize_item, error_code
 
-# Batches a notify reads with the registration: the open one, and recent ones for duplicates
-# (Synapse retries only its latest notification, so the latest few batches hold any duplicate).
-RECENT_BATCHES = 4
+# Batches a notify reads with the registration: the open one, and recent ones for duplicates.
+# Synapse retries only its latest notification, so the latest batch holds any duplicate; eight
+# cover at least a pushkey's last 8 events (a documented bound) for about 3 read units.
+RECENT_BATCHES = 8
 # An event joins the open batch only if its slot is at least this far away; closer, the
 # delivery may already be claiming it, and the event opens the next batch instead.
 JOIN_MARGIN_SECONDS = 0.5
