@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mxpush import wiring
+from mxpush import metrics, wiring
 from mxpush.gateway import handle_notification
 from mxpush.http_api import Request, Router, json_response, serve
 from mxpush.notification import parse_notify_body
@@ -49,5 +49,8 @@ def discovery(request: Request) -> dict[str, Any]:
 @logger.inject_lambda_context(
     correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
 )
+@metrics.flushed
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return serve(router, event)
+    response = serve(router, event)
+    metrics.notify_error(int(response["statusCode"]))
+    return response
