@@ -139,9 +139,10 @@ def test_handlers_write_emf_with_the_agreed_names_and_no_identifiers(
 ) -> None:
     pushkey = api.register(gotify, delay=1)
     body = synapse_body(DM, pushkey)
+    gotify.queue(Reply(429, {"error": "slow down"}))  # the first attempt: retried
     assert api.notify(body).status == 200
     assert api.request("POST", "/_matrix/push/v1/notify", raw=b"[]", token=None).status == 400
-    wait_until(lambda: delivered(api, pushkey))
+    wait_until(lambda: delivered(api, pushkey), timeout=20)
     time.sleep(0.3)  # the sender flushes when its handler returns, after the log write
 
     out = capsys.readouterr().out
@@ -160,6 +161,7 @@ def test_handlers_write_emf_with_the_agreed_names_and_no_identifiers(
         "Pushes",
         "DeliveryLatency",
         "DeliveryLateness",
+        "Retries",
     }
 
     dims, unit, doc = by_metric["Notifications"]
@@ -180,7 +182,9 @@ def test_handlers_write_emf_with_the_agreed_names_and_no_identifiers(
     )
     dims, unit, doc = by_metric["DeliveryLatency"]
     assert (dims, unit, doc["Backend"]) == (["Backend"], "Milliseconds", "gotify")
-    assert 900 <= doc["DeliveryLatency"] < 10_000
+    assert 2_900 <= doc["DeliveryLatency"] < 20_000  # 1 s delay + 2 s backoff
+    dims, unit, doc = by_metric["Retries"]
+    assert (dims, unit, doc["Backend"], doc["Retries"]) == (["Backend"], "Count", "gotify", 1)
     dims, unit, doc = by_metric["DeliveryLateness"]
     assert (dims, unit) == (["Backend"], "Milliseconds")
     assert 0 <= doc["DeliveryLateness"] < 5_000
