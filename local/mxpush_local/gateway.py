@@ -196,9 +196,8 @@ class LocalGateway:
         """One request through the route table and a handler, as API Gateway would."""
         parts = urlsplit(raw_url)
         path = parts.path or "/"
-        if path == METRICS_PATH and method in ("GET", "HEAD"):
-            text = self.metrics.prometheus().encode()
-            return 200, {"Content-Type": METRICS_CONTENT_TYPE}, b"" if method == "HEAD" else text
+        if path == METRICS_PATH and method == "GET":
+            return 200, {"Content-Type": METRICS_CONTENT_TYPE}, self.metrics.prometheus().encode()
         match = self._match(method, path)
         if match is None:
             return 404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}'
@@ -218,7 +217,7 @@ class LocalGateway:
     def route_label(self, method: str, path: str) -> str:
         """The route a request matched, as written in the template (`/api/v1/pushkeys/{pushkey}`):
         what the access log prints, since paths carry pushkeys."""
-        if path == METRICS_PATH and method in ("GET", "HEAD"):
+        if path == METRICS_PATH and method == "GET":
             return METRICS_PATH
         match = self._match(method, path)
         if match is None:
