@@ -4,6 +4,7 @@ Thin: parse the event, hand the notification to `mxpush.gateway`, shape the answ
 5xx only when the work could not be stored (503, so that Synapse retries; a push that is stored
 but could not be scheduled is scheduled by the slot's next batch or the sweep), or for a bug
 (500, logged with the request id): `mxpush.http_api.serve` answers every exception.
+Metrics (`mxpush.metrics`): a disposition per device, and 4xx/5xx answers; flushed as EMF.
 """
 
 from __future__ import annotations
