@@ -4,6 +4,7 @@ Thin: parse the event, hand the notification to `mxpush.gateway`, shape the answ
 5xx only when the work could not be stored (503, so that Synapse retries; a push that is stored
 but could not be scheduled is scheduled by the slot's next batch or the sweep), or for a bug
 (500, logged with the request id): `mxpush.http_api.serve` answers every exception.
+Metrics (`mxpush.metrics`): a disposition per device, and 4xx/5xx answers; flushed as EMF.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mxpush import wiring
+from mxpush import metrics, wiring
 from mxpush.gateway import handle_notification
 from mxpush.http_api import Request, Router, json_response, serve
 from mxpush.notification import parse_notify_body
@@ -49,5 +50,8 @@ def discovery(request: Request) -> dict[str, Any]:
 @logger.inject_lambda_context(
     correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
 )
+@metrics.flushed
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return serve(router, event)
+    response = serve(router, event)
+    metrics.notify_error(int(response["statusCode"]))
+    return response

@@ -8,12 +8,13 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mxpush import wiring
+from mxpush import metrics, wiring
 from mxpush.delivery import record_outcome
 
 logger = Logger(service="mxpush")
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.flushed
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return record_outcome(event, store=wiring.store(), now=wiring.clock())

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     kept = " (generated for this session)" if gateway.generated_vapid_key else ""
     print(f"Web Push VAPID public key{kept}: {vapid_public_key}", flush=True)
     stop.wait()
+    print("mxpush: metrics of this session (also at GET /metrics):", flush=True)
+    print("\n".join(gateway.metrics.summary()), flush=True)
     print("mxpush: stopping", flush=True)
     gateway.stop()
     return 0

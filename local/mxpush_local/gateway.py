@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from mxpush import metrics
 from mxpush_local.aws import REGION, LocalAws
 from mxpush_local.cors import CorsPolicy
 from mxpush_local.http_server import METHODS, HttpServer
+from mxpush_local.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mxpush_local.metrics import LocalMetrics
 from mxpush_local.template import Route, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +33,8 @@ LOOPBACK = "127.0.0.1"
 # The VAPID contact when none is given. Fine for Chrome and Firefox; Apple's push service refuses
 # @localhost: set MXPUSH_VAPID_SUBJECT to a real address to push to Safari.
 LOCAL_VAPID_SUBJECT = "mailto:mxpush@localhost"
+# Local mode only (API Gateway has no such route): the handlers' metrics in Prometheus text.
+METRICS_PATH = "/metrics"
 log = logging.getLogger("mxpush_local")
 
 
@@ -107,6 +112,8 @@ class LocalGateway:
         self.cors = CorsPolicy.from_setting(settings.cors_origins)
         self._server: HttpServer | None = None
         self._saved_env: dict[str, str | None] = {}
+        self.metrics = LocalMetrics()
+        self._saved_sink: metrics.Sink | None = None
 
     @property
     def url(self) -> str:
@@ -134,6 +141,7 @@ class LocalGateway:
         from mxpush import wiring  # noqa: PLC0415 - after the environment is set
 
         wiring.reset()
+        self._saved_sink = metrics.set_sink(self.metrics)
         # Import every handler before the first request, as warm Lambda containers would have
         # them: a burst of first requests then waits for no import (the loader is locked too).
         for logical_id in self.template.functions:
@@ -144,6 +152,9 @@ class LocalGateway:
         if self._server is not None:
             self._server.stop()
         self.aws.stop()
+        if self._saved_sink is not None:
+            metrics.set_sink(self._saved_sink)
+            self._saved_sink = None
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -204,6 +215,8 @@ class LocalGateway:
     ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(raw_url)
         path = parts.path or "/"
+        if path == METRICS_PATH and method == "GET":
+            return 200, {"Content-Type": METRICS_CONTENT_TYPE}, self.metrics.prometheus().encode()
         match = self._match(method, path)
         if match is None:
             return 404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}'
@@ -223,6 +236,8 @@ class LocalGateway:
     def route_label(self, method: str, path: str) -> str:
         """The route a request matched, as written in the template (`/api/v1/pushkeys/{pushkey}`):
         what the access log prints, since paths carry pushkeys."""
+        if path == METRICS_PATH and method == "GET":
+            return METRICS_PATH
         match = self._match(method, path)
         if match is None:
             return "(no route)"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, wait_until
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.homeserver import FakeHomeserver
 
@@ -83,6 +83,11 @@ def running(command: list[str], env: dict[str, str]) -> Iterator[Process]:
             popen.wait()
 
 
+def scrape(base: str) -> str:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:
+        return str(response.read().decode())
+
+
 def call(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
@@ -133,10 +138,17 @@ def test_make_run_serves_the_gateway_and_stops_on_ctrl_c() -> None:
             status, _ = call("GET", f"{base}/api/v1/pushkeys/{pushkey}/deliveries", token=admin)
             assert status == 200
             process.wait_for_line(r"GET /api/v1/pushkeys/\{pushkey\}/deliveries 200")
+            delivered = 'mxpush_pushes_total{backend="gotify",outcome="delivered"} 1'
+            metrics = wait_until(lambda: next((t for t in [scrape(base)] if delivered in t), None))
+            assert 'mxpush_notifications_total{disposition="scheduled"} 1' in metrics
 
             os.killpg(process.popen.pid, signal.SIGINT)  # Ctrl-C in the terminal
             process.popen.wait(timeout=15)
             process.wait_for_line("mxpush: stopping", timeout=1)
+            summary = process.output.split("mxpush: metrics of this session")[1]
+            assert "Notifications: scheduled 1" in summary
+            assert "Pushes: gotify/delivered 1" in summary
+            assert re.search(r"DeliveryLatency: gotify n=1 mean \d+\.\d\ds", summary)
             assert "Traceback" not in process.output
             # Logs never carry the pushkey, the backend token or the message text.
             for secret in (pushkey, "AppToken.Secret42", "hi, this is a DM"):

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mxpush import metrics
 from mxpush.backends.base import Backend, Rejected
 from mxpush.errors import (
     PermanentDeliveryError,
@@ -243,14 +244,19 @@ def _first_attempt(
     retries: RetryScheduler,
     clock: Callable[[], float],
 ) -> str:
-    claim = store.claim_batch(rid, sk, now=clock())
+    started = clock()
+    claim = store.claim_batch(rid, sk, now=started)
     if not isinstance(claim, Claimed):
         log.info("batch not sent", extra={"pushkey": log_ref(rid), "reason": claim.reason})
         return "skipped"
+    if not claim.batch.immediate:
+        metrics.lateness(backend.name, started - claim.batch.due)
     attempt = push(claim, backend, http)
     if attempt.outcome is not None:
+        _count(backend.name, claim.batch, attempt.outcome, answered=clock())
         _finish(store, claim, attempt.outcome, attempt.reason, clock)
         return attempt.outcome.value
+    metrics.retry(backend.name)
     reason = attempt.reason or "temporary failure"
     payload = {
         "registration": rid,
@@ -287,10 +293,21 @@ def send_retry(
         return {"outcome": "skipped", "reason": claim.reason}
     attempt = push(claim, backend, http)
     if attempt.outcome is not None:
+        _count(backend.name, claim.batch, attempt.outcome, answered=clock())
         _finish(store, claim, attempt.outcome, attempt.reason, clock)
         return {"outcome": attempt.outcome.value}
+    metrics.retry(backend.name)
     store.hand_to_retry(rid, sk, token=claim.token, reason=attempt.reason or "temporary failure")
     raise attempt.error or TransientDeliveryError("temporary failure")
+
+
+def _count(backend: str, batch: BatchItem, outcome: Outcome, *, answered: float) -> None:
+    """Metrics of a push that was made: its outcome; if delivered, the events it carried
+    beyond the first (coalesced) and the time since the first was accepted."""
+    metrics.push(backend, outcome.value)
+    if outcome is Outcome.DELIVERED:
+        metrics.push(backend, Outcome.COALESCED.value, batch.n - 1)
+        metrics.latency(backend, answered - batch.created)
 
 
 def _finish(
@@ -373,13 +390,16 @@ def record_outcome(event: Mapping[str, Any], *, store: RecordStore, now: float) 
             {"Error": response.get("errorType", "Lambda"), "Cause": json.dumps(response)}
         )
         refs = [(str(b["registration"]), str(b["batch"])) for b in payload.get("batches") or ()]
+        backend = str(payload.get("backend") or "")
     else:
         reason = describe_failure(event.get("error"))
         refs = [(str(event["registration"]), str(event["batch"]))]
+        backend = str(event.get("backend") or "")
     logged = 0
     for rid, sk in refs:
         if store.finish_batch(rid, sk, token=None, outcome=Outcome.FAILED, reason=reason, now=now):
             logged += 1
+    metrics.push(backend, Outcome.FAILED.value, logged)
     return {"outcome": Outcome.FAILED.value, "logged": logged}
 
 

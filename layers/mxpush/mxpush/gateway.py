@@ -24,10 +24,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
+from mxpush import metrics
 from mxpush.errors import SchedulerUnavailable, StoreUnavailable
 from mxpush.events import EventSummary, summarize
 from mxpush.ids import pushkey_ref, registration_id
 from mxpush.implicit import ImplicitRegistrations
+from mxpush.model import Outcome
 from mxpush.notification import Device, Notification
 from mxpush.store.models import BatchItem, OpenState
 from mxpush.store.notify_side import (
@@ -116,6 +118,7 @@ def handle_notification(
                 implicit_for=device if stateless else None,
                 implicit=implicit,
             )
+        metrics.notification(disposition.value)
         log.info(
             "notification accepted",
             extra={
@@ -254,6 +257,7 @@ def cancel_pending(rid: str, unread: int, *, store: NotifyStore, now: float) -> 
             return Disposition.REJECTED
         case NothingPending():
             return Disposition.NOTHING_PENDING
-        case Cancelled():
+        case Cancelled(batch):
+            metrics.push(batch.backend, Outcome.CANCELLED.value)
             return Disposition.CANCELLED
     raise AssertionError(f"unexpected cancel result {result!r}")  # pragma: no cover

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from mxpush import wiring
+from mxpush import metrics, wiring
 from mxpush.delivery import send_batches, send_retry
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ def sender_handler(backend: Backend) -> SenderHandler:
     logger = Logger(service="mxpush")
 
     @logger.inject_lambda_context(clear_state=True)
+    @metrics.flushed
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if "batches" in event:
             return send_batches(
