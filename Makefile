@@ -19,10 +19,11 @@ export PYTHONPATH := $(CURDIR)/layers/mxpush:$(CURDIR)/local
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv machines have it this way.
 SAM_PYENV := PYENV_VERSION=3.13.0:3.12.1:3.11.7
 
-.PHONY: help venv run test lint typecheck pytest fuzz bench validate build e2e clean
+.PHONY: help venv run receiver test lint typecheck pytest fuzz bench validate build e2e clean
 
 help:
 	@echo "make run       - run the whole gateway on http://127.0.0.1:3000 (local mode)"
+	@echo "make receiver  - a stand-in push backend on http://127.0.0.1:3001 that prints each push"
 	@echo "make test      - lint, type-check and run the tests"
 	@echo "make fuzz      - the fuzz battery at 10x (>= 20,000 hostile requests, random seeds)"
 	@echo "make bench     - benchmarks (cold-start imports, notify path)"
@@ -39,6 +40,9 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m mxpush_local
+
+receiver: $(STAMP)
+	$(PY) -m mxpush_local.receiver
 
 test: lint typecheck pytest
 
