@@ -19,7 +19,7 @@ export PYTHONPATH := $(CURDIR)/layers/mxpush:$(CURDIR)/local
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv machines have it this way.
 SAM_PYENV := PYENV_VERSION=3.13.0:3.12.1:3.11.7
 
-.PHONY: help venv run receiver test lint typecheck pytest fuzz bench validate build e2e clean
+.PHONY: help venv run receiver test lint typecheck pytest fuzz bench validate build deploy destroy not-ci e2e clean
 
 help:
 	@echo "make run       - run the whole gateway on http://127.0.0.1:3000 (local mode)"
@@ -29,6 +29,8 @@ help:
 	@echo "make bench     - benchmarks (cold-start imports, notify path)"
 	@echo "make validate  - sam validate --lint (template)"
 	@echo "make build     - sam build (arm64, python3.13)"
+	@echo "make deploy    - build and deploy to AWS (first time: guided), create the SSM secrets, print the URLs"
+	@echo "make destroy   - delete the stack (the table and the SSM secrets are kept)"
 	@echo "make e2e       - a real Synapse drives local mode (installs it into .venv-synapse)"
 
 $(STAMP): requirements-dev.txt layers/mxpush/requirements.txt layers/crypto/requirements.txt layers/crypto/requirements-pure.txt
@@ -75,6 +77,16 @@ validate: $(SAM_STAMP)
 
 build: $(SAM_STAMP)
 	$(SAM_PYENV) SAM_CLI_TELEMETRY=0 $(SAM) build
+
+# Real AWS, with your credentials: never from CI.
+not-ci:
+	@if [ -n "$$CI" ]; then echo "make deploy/destroy do not run in CI"; exit 1; fi
+
+deploy: not-ci $(STAMP) build
+	SAM_CLI_TELEMETRY=0 $(PY) deploy/bootstrap.py deploy --sam $(SAM)
+
+destroy: not-ci $(STAMP) $(SAM_STAMP)
+	SAM_CLI_TELEMETRY=0 $(PY) deploy/bootstrap.py destroy --sam $(SAM)
 
 # Rebuilt from scratch when the pins change; reused otherwise. Wheels only: no compilers needed.
 $(SYNAPSE_STAMP): $(SYNAPSE_REQUIREMENTS)
