@@ -19,7 +19,7 @@ export PYTHONPATH := $(CURDIR)/layers/mxpush:$(CURDIR)/local
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv machines have it this way.
 SAM_PYENV := PYENV_VERSION=3.13.0:3.12.1:3.11.7
 
-.PHONY: help venv run receiver test lint typecheck pytest fuzz bench validate build deploy destroy not-ci e2e clean
+.PHONY: help venv run receiver test lint typecheck pytest fuzz bench validate rie build deploy destroy not-ci e2e clean
 
 help:
 	@echo "make run       - run the whole gateway on http://127.0.0.1:3000 (local mode)"
@@ -28,6 +28,7 @@ help:
 	@echo "make fuzz      - the fuzz battery at 10x (>= 20,000 hostile requests, random seeds)"
 	@echo "make bench     - benchmarks (cold-start imports, notify path)"
 	@echo "make validate  - sam validate --lint (template)"
+	@echo "make rie       - every events/ sample through the Lambda runtime emulator (sam local invoke, without Docker)"
 	@echo "make build     - sam build (arm64, python3.13)"
 	@echo "make deploy    - build and deploy to AWS (first time: guided), create the SSM secrets, print the URLs"
 	@echo "make destroy   - delete the stack (the table and the SSM secrets are kept)"
@@ -74,6 +75,12 @@ $(SAM_STAMP): requirements-sam.txt
 
 validate: $(SAM_STAMP)
 	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
+
+# What `sam local invoke` runs in its container, without Docker: .venv-sam's aws-sam-cli ships the
+# Runtime Interface Emulator; awslambdaric (in .venv) runs each handler under it, against moto
+# in server mode. Not part of `make test`: it needs .venv-sam.
+rie: $(STAMP) $(SAM_STAMP)
+	$(VENV)/bin/pytest tests/rie -p no:xdist
 
 build: $(SAM_STAMP)
 	$(SAM_PYENV) SAM_CLI_TELEMETRY=0 $(SAM) build
