@@ -13,6 +13,7 @@ Secret values are never printed nor overwritten.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import subprocess
 import sys
@@ -188,7 +189,9 @@ def leftovers(stack_name: str, region: str, names: list[str], out: TextIO) -> No
 
 
 def _session(target: Target) -> boto3.Session:
-    return boto3.Session(profile_name=target.profile, region_name=target.region)
+    # botocore reads AWS_DEFAULT_REGION and the profile's region, not AWS_REGION (sam does).
+    region = target.region or os.environ.get("AWS_REGION") or None
+    return boto3.Session(profile_name=target.profile, region_name=region)
 
 
 def _region(session: boto3.Session) -> str:

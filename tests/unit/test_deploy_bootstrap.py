@@ -15,6 +15,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from deploy import bootstrap
 from deploy.bootstrap import (
     SAMCONFIG,
     SECRETS,
@@ -243,3 +244,55 @@ def test_leftovers_name_what_destroy_keeps() -> None:
     removal = f"aws ssm delete-parameter --region {REGION} --name /mxpush/admin-token"
     assert removal in out.getvalue()
     assert "DeletionPolicy Retain" in out.getvalue()
+
+
+@pytest.fixture
+def fake_sam(tmp_path: Path) -> tuple[str, Path]:
+    """A `sam` that records its arguments and succeeds."""
+    calls = tmp_path / "calls"
+    script = tmp_path / "sam"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    script.chmod(0o755)
+    return str(script), calls
+
+
+def test_make_deploy_guided_first_then_secrets_and_urls(
+    ssm: SSMClient,
+    fake_sam: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sam, calls = fake_sam
+    admin, vapid = names()
+    monkeypatch.setenv("AWS_REGION", REGION)
+    # Before sam deploy: no stack yet; after it: the deployed stack.
+    answers: list[Stack | None] = [None, stack(admin, vapid)]
+    monkeypatch.setattr(bootstrap, "describe_stack", lambda client, name: answers.pop(0))
+
+    assert bootstrap.main(["deploy", "--sam", sam]) == 0
+
+    assert calls.read_text() == "deploy --guided\n"
+    assert value(ssm, admin)[0] == "SecureString"
+    printed = capsys.readouterr().out
+    assert "No stack mxpush yet" in printed
+    assert f"NotifyUrl   {NOTIFY_URL}" in printed
+
+
+def test_make_deploy_later_is_not_guided_and_a_failed_sam_stops_it(
+    ssm: SSMClient, fake_sam: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sam, calls = fake_sam
+    monkeypatch.setenv("AWS_REGION", REGION)
+    deployed = stack(*names())
+    monkeypatch.setattr(bootstrap, "describe_stack", lambda client, name: deployed)
+
+    assert bootstrap.main(["deploy", "--sam", sam]) == 0
+    assert calls.read_text() == "deploy --stack-name mxpush\n"
+
+    deployed = stack(*names())
+    assert bootstrap.main(["deploy", "--sam", "false"]) == 1
+    # No secrets for a deploy that failed.
+    for name in deployed.parameters.values():
+        if name.startswith("/"):
+            with pytest.raises(ssm.exceptions.ParameterNotFound):
+                ssm.get_parameter(Name=name)
