@@ -24,17 +24,21 @@ export PYTHONPATH := $(CURDIR)/layers/mxpush:$(CURDIR)/local
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv machines have it this way.
 SAM_PYENV := PYENV_VERSION=3.13.0:3.12.1:3.11.7
 
-.PHONY: help venv run test lint checkov typecheck pytest fuzz bench load validate build e2e clean
+.PHONY: help venv run receiver test lint checkov typecheck pytest fuzz bench load validate rie build deploy destroy not-ci e2e clean
 
 help:
 	@echo "make run       - run the whole gateway on http://127.0.0.1:3000 (local mode)"
+	@echo "make receiver  - a stand-in push backend on http://127.0.0.1:3001 that prints each push"
 	@echo "make test      - lint, type-check and run the tests"
 	@echo "make fuzz      - the fuzz battery at 10x (>= 20,000 hostile requests, random seeds)"
 	@echo "make bench     - benchmarks (cold-start imports, notify path)"
 	@echo "make checkov   - checkov on template.yaml (offline; part of make test)"
 	@echo "make load      - load test with backend faults and an exactly-once audit (LOAD_ARGS=...)"
 	@echo "make validate  - sam validate --lint (template)"
+	@echo "make rie       - every events/ sample through the Lambda runtime emulator (sam local invoke, without Docker)"
 	@echo "make build     - sam build (arm64, python3.13)"
+	@echo "make deploy    - build and deploy to AWS (first time: guided), create the SSM secrets, print the URLs"
+	@echo "make destroy   - delete the stack (the table and the SSM secrets are kept)"
 	@echo "make e2e       - a real Synapse drives local mode (installs it into .venv-synapse)"
 
 $(STAMP): requirements-dev.txt layers/mxpush/requirements.txt layers/crypto/requirements.txt layers/crypto/requirements-pure.txt
@@ -46,6 +50,9 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m mxpush_local
+
+receiver: $(STAMP)
+	$(PY) -m mxpush_local.receiver
 
 test: lint typecheck pytest
 
@@ -91,8 +98,24 @@ $(SAM_STAMP): requirements-sam.txt
 validate: $(SAM_STAMP)
 	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
 
+# What `sam local invoke` runs in its container, without Docker: .venv-sam's aws-sam-cli ships the
+# Runtime Interface Emulator; awslambdaric (in .venv) runs each handler under it, against moto
+# in server mode. Not part of `make test`: it needs .venv-sam.
+rie: $(STAMP) $(SAM_STAMP)
+	$(VENV)/bin/pytest tests/rie -p no:xdist
+
 build: $(SAM_STAMP)
 	$(SAM_PYENV) SAM_CLI_TELEMETRY=0 $(SAM) build
+
+# Real AWS, with your credentials: never from CI.
+not-ci:
+	@if [ -n "$$CI" ]; then echo "make deploy/destroy do not run in CI"; exit 1; fi
+
+deploy: not-ci $(STAMP) build
+	SAM_CLI_TELEMETRY=0 $(PY) deploy/bootstrap.py deploy --sam $(SAM)
+
+destroy: not-ci $(STAMP) $(SAM_STAMP)
+	SAM_CLI_TELEMETRY=0 $(PY) deploy/bootstrap.py destroy --sam $(SAM)
 
 # Rebuilt from scratch when the pins change; reused otherwise. Wheels only: no compilers needed.
 $(SYNAPSE_STAMP): $(SYNAPSE_REQUIREMENTS)

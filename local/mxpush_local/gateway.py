@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from mxpush import metrics
+from mxpush.config import MAX_DELAY_SECONDS
 from mxpush_local.aws import REGION, LocalAws
 from mxpush_local.cors import CorsPolicy
 from mxpush_local.http_server import METHODS, HttpServer
@@ -67,14 +68,12 @@ class LocalSettings:
                 return default
             return raw.strip().lower() in ("1", "true", "yes", "on")
 
-        delay = env.get("MXPUSH_DELAY_SECONDS", "").strip()
-        port = env.get("PORT", "").strip()
         return cls(
-            port=int(port) if port else 3000,
+            port=_int_setting(env, "PORT", 3000, 0, 65535),
             host=env.get("MXPUSH_HOST", "").strip() or LOOPBACK,
             public_url=env.get("MXPUSH_PUBLIC_URL", "").strip(),
             admin_token=env.get("MXPUSH_ADMIN_TOKEN", ""),
-            delay_seconds=int(delay) if delay else 25,
+            delay_seconds=_int_setting(env, "MXPUSH_DELAY_SECONDS", 25, 0, MAX_DELAY_SECONDS),
             allowed_homeservers=env.get("MXPUSH_ALLOWED_HOMESERVERS", ""),
             allow_private_targets=flag("MXPUSH_ALLOW_PRIVATE_TARGETS", True),
             unifiedpush_app_ids=env.get("MXPUSH_UNIFIEDPUSH_APP_IDS", ""),
@@ -83,6 +82,20 @@ class LocalSettings:
             vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip(),
             cors_origins=env.get("MXPUSH_CORS_ORIGINS", ""),
         )
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """The variable's name is in the message: `int()`'s own error does not say which one."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
