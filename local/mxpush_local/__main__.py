@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = LocalSettings.from_env(os.environ)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         print(f"mxpush: bad setting: {exc}", file=sys.stderr)
         return 2
     if args.host is not None:

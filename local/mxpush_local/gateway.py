@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from mxpush import metrics
-from mxpush.config import MAX_DELAY_SECONDS
+from mxpush.config import MAX_DELAY_SECONDS, int_setting
 from mxpush_local.aws import REGION, LocalAws
 from mxpush_local.cors import CorsPolicy
 from mxpush_local.http_server import METHODS, HttpServer
@@ -69,11 +69,11 @@ class LocalSettings:
             return raw.strip().lower() in ("1", "true", "yes", "on")
 
         return cls(
-            port=_int_setting(env, "PORT", 3000, 0, 65535),
+            port=int_setting(env, "PORT", 3000, 0, 65535),
             host=env.get("MXPUSH_HOST", "").strip() or LOOPBACK,
             public_url=env.get("MXPUSH_PUBLIC_URL", "").strip(),
             admin_token=env.get("MXPUSH_ADMIN_TOKEN", ""),
-            delay_seconds=_int_setting(env, "MXPUSH_DELAY_SECONDS", 25, 0, MAX_DELAY_SECONDS),
+            delay_seconds=int_setting(env, "MXPUSH_DELAY_SECONDS", 25, 0, MAX_DELAY_SECONDS),
             allowed_homeservers=env.get("MXPUSH_ALLOWED_HOMESERVERS", ""),
             allow_private_targets=flag("MXPUSH_ALLOW_PRIVATE_TARGETS", True),
             unifiedpush_app_ids=env.get("MXPUSH_UNIFIEDPUSH_APP_IDS", ""),
@@ -82,20 +82,6 @@ class LocalSettings:
             vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip(),
             cors_origins=env.get("MXPUSH_CORS_ORIGINS", ""),
         )
-
-
-def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    """The variable's name is in the message: `int()`'s own error does not say which one."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)

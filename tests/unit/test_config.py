@@ -74,8 +74,8 @@ def test_delay_within_bounds(raw: str, value: int) -> None:
     [
         ("3601", "between 0 and 3600"),
         ("-1", "between 0 and 3600"),
-        ("abc", "must be an integer"),
-        ("2.5", "must be an integer"),
+        ("abc", "must be a whole number"),
+        ("2.5", "must be a whole number"),
     ],
 )
 def test_delay_out_of_bounds(raw: str, message: str) -> None:

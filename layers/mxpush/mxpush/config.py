@@ -57,7 +57,7 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             retry_machine_arn=env.get("MXPUSH_RETRY_MACHINE_ARN", ""),
             sender_functions=_functions(env.get("MXPUSH_SENDER_FUNCTIONS", "")),
-            default_delay_seconds=_int(
+            default_delay_seconds=int_setting(
                 env, "MXPUSH_DELAY_SECONDS", DEFAULT_DELAY_SECONDS, 0, MAX_DELAY_SECONDS
             ),
             allowed_homeservers=parse_homeservers(env.get("MXPUSH_ALLOWED_HOMESERVERS", "")),
@@ -65,7 +65,7 @@ class Settings:
             admin_token=env.get("MXPUSH_ADMIN_TOKEN") or None,
             admin_token_parameter=env.get("MXPUSH_ADMIN_TOKEN_PARAMETER") or None,
             public_url=_public_url(env.get("MXPUSH_PUBLIC_URL", "")),
-            log_retention_days=_int(
+            log_retention_days=int_setting(
                 env, "MXPUSH_LOG_RETENTION_DAYS", DEFAULT_LOG_RETENTION_DAYS, 1, 365
             ),
             unifiedpush_app_ids=_list(env.get("MXPUSH_UNIFIEDPUSH_APP_IDS", "")),
@@ -121,14 +121,15 @@ def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An integer variable; the error names it (`int()`'s own error does not say which one)."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
