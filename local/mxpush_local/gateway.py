@@ -21,11 +21,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mxpush_local.aws import REGION, LocalAws
 from mxpush_local.http_server import METHODS, HttpServer
-from mxpush_local.template import Route, load_template
+from mxpush_local.recovery import Recovery, recover
+from mxpush_local.state import MEMORY, Journal
+from mxpush_local.template import Route, Template, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 LOOPBACK = "127.0.0.1"
+# Where `make run` keeps registrations, pending pushes and the delivery log (gitignored).
+DEFAULT_STATE = ROOT / ".mxpush" / "state"
 # The VAPID contact when none is given. Fine for Chrome and Firefox; Apple's push service refuses
 # @localhost: set MXPUSH_VAPID_SUBJECT to a real address to push to Safari.
 LOCAL_VAPID_SUBJECT = "mailto:mxpush@localhost"
@@ -50,6 +54,8 @@ class LocalSettings:
     # Web Push: empty = a key pair generated at start, kept for the session.
     vapid_private_key: str = field(default="", repr=False)
     vapid_subject: str = ""
+    # The state file (`state.py`); `:memory:` keeps nothing after a stop (tests).
+    state: str = MEMORY
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalSettings:
@@ -73,6 +79,7 @@ class LocalSettings:
             unifiedpush_hosts=env.get("MXPUSH_UNIFIEDPUSH_HOSTS", ""),
             vapid_private_key=env.get("MXPUSH_VAPID_PRIVATE_KEY", "").strip(),
             vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip(),
+            state=env.get("MXPUSH_STATE", "").strip() or str(DEFAULT_STATE),
         )
 
 
@@ -98,6 +105,9 @@ class LocalGateway:
         self.generated_vapid_key = not settings.vapid_private_key
         self.template = load_template(template_path)
         self.aws = LocalAws(self.template)
+        self.aws.journal = _journal(settings.state, self.template, self.aws.table_name)
+        # What the start re-drove from the kept state (None: nothing was kept).
+        self.recovery: Recovery | None = None
         self._routes = self._compile_routes()
         self._server: HttpServer | None = None
         self._saved_env: dict[str, str | None] = {}
@@ -132,6 +142,8 @@ class LocalGateway:
         # them: a burst of first requests then waits for no import (the loader is locked too).
         for logical_id in self.template.functions:
             self.aws.functions.handler(logical_id)
+        if self.aws.journal is not None:
+            self.recovery = recover(now=time.time())
         self._server.start()
 
     def stop(self) -> None:
@@ -314,6 +326,20 @@ class LocalGateway:
         else:
             label = "(unsupported method)"
         print(f"{method} {label} {status} {ms:.1f}ms", flush=True)
+
+
+def _journal(state: str, template: Template, table_name: str) -> Journal | None:
+    if state == MEMORY:
+        return None
+    props = template.table_properties
+    ttl = props.get("TimeToLiveSpecification") or {}
+    return Journal(
+        Path(state).expanduser().absolute(),
+        table_name=table_name,
+        key_names=tuple(str(k["AttributeName"]) for k in props["KeySchema"]),
+        ttl_attribute=str(ttl["AttributeName"]) if ttl.get("Enabled") else None,
+        region=REGION,
+    )
 
 
 def is_loopback(address: str) -> bool:
