@@ -68,7 +68,8 @@ def running(command: list[str], env: dict[str, str]) -> Iterator[Process]:
     popen = subprocess.Popen(
         command,
         cwd=ROOT,
-        env={**os.environ, **env},
+        # No test writes the checkout's state file (.mxpush/state): in memory unless it says.
+        env={**os.environ, "MXPUSH_STATE": ":memory:", **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
