@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, host=args.host)
     if args.port is not None:
         settings = dataclasses.replace(settings, port=args.port)
-    gateway = LocalGateway(settings)
+    try:
+        gateway = LocalGateway(settings)
+    except StateError as exc:
+        print(f"mxpush: {exc}", file=sys.stderr)
+        return 1
     try:
         vapid_public_key = gateway.vapid_public_key()
     except ConfigError as exc:
@@ -82,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if gateway.generated_admin_token:
         print(f"admin token (MXPUSH_ADMIN_TOKEN): {gateway.admin_token}", flush=True)
-    kept = " (generated for this session)" if gateway.generated_vapid_key else ""
+    kept = ""
+    if gateway.generated_vapid_key:
+        where = gateway.secrets_path
+        kept = f" (generated, kept in {where})" if where else " (generated for this session)"
     print(f"Web Push VAPID public key{kept}: {vapid_public_key}", flush=True)
     stop.wait()
     print("mxpush: stopping", flush=True)

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 from mxpush_local.aws import REGION, LocalAws
 from mxpush_local.http_server import METHODS, HttpServer
 from mxpush_local.recovery import Recovery, recover
-from mxpush_local.state import MEMORY, Journal
+from mxpush_local.state import MEMORY, Journal, read_secrets, secrets_file, write_secrets
 from mxpush_local.template import Route, Template, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,12 +97,26 @@ class LocalGateway:
 
     def __init__(self, settings: LocalSettings, *, template_path: Path = TEMPLATE) -> None:
         self.settings = settings
-        self.admin_token = settings.admin_token or secrets.token_urlsafe(24)
+        # With a state file, what is generated here is generated once and kept beside it.
+        state = None if settings.state == MEMORY else _path(settings.state)
+        self.secrets_path = secrets_file(state) if state else None
+        kept = read_secrets(self.secrets_path) if self.secrets_path else {}
+        self.admin_token = (
+            settings.admin_token or kept.get("admin_token") or secrets.token_urlsafe(24)
+        )
         self.generated_admin_token = not settings.admin_token
         from mxpush.vapid import generate_private_key  # noqa: PLC0415 - cryptography, lazily
 
-        self.vapid_private_key = settings.vapid_private_key or generate_private_key()
+        self.vapid_private_key = (
+            settings.vapid_private_key or kept.get("vapid_private_key") or generate_private_key()
+        )
         self.generated_vapid_key = not settings.vapid_private_key
+        self._secrets_to_keep = {
+            **kept,
+            **({"admin_token": self.admin_token} if self.generated_admin_token else {}),
+            **({"vapid_private_key": self.vapid_private_key} if self.generated_vapid_key else {}),
+        }
+        self._secrets_kept = kept
         self.template = load_template(template_path)
         self.aws = LocalAws(self.template)
         self.aws.journal = _journal(settings.state, self.template, self.aws.table_name)
@@ -134,6 +148,9 @@ class LocalGateway:
             access_log=access_log,
         )
         self.aws.start()
+        # After the journal's lock: only the one local mode using this state writes it.
+        if self.secrets_path is not None and self._secrets_to_keep != self._secrets_kept:
+            write_secrets(self.secrets_path, self._secrets_to_keep)
         self._set_environment()
         from mxpush import wiring  # noqa: PLC0415 - after the environment is set
 
@@ -328,13 +345,17 @@ class LocalGateway:
         print(f"{method} {label} {status} {ms:.1f}ms", flush=True)
 
 
+def _path(state: str) -> Path:
+    return Path(state).expanduser().absolute()
+
+
 def _journal(state: str, template: Template, table_name: str) -> Journal | None:
     if state == MEMORY:
         return None
     props = template.table_properties
     ttl = props.get("TimeToLiveSpecification") or {}
     return Journal(
-        Path(state).expanduser().absolute(),
+        _path(state),
         table_name=table_name,
         key_names=tuple(str(k["AttributeName"]) for k in props["KeySchema"]),
         ttl_attribute=str(ttl["AttributeName"]) if ttl.get("Enabled") else None,

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -184,6 +184,36 @@ class Journal:
             return raw is not None and float(raw) < now
         except ValueError:
             return False
+
+
+def secrets_file(state: Path) -> Path:
+    """Where the secrets local mode generated (operator token, VAPID key) are kept beside the
+    state: registrations outlive a restart, so must the token that manages them and the key
+    browsers subscribed with."""
+    return state.with_name(state.name + ".keys")
+
+
+def read_secrets(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StateError(f"cannot read {path}: not a JSON object")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def write_secrets(path: Path, values: Mapping[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(dict(values), out)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(path)
 
 
 def _line(record: dict[str, Any]) -> str:

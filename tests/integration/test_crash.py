@@ -40,6 +40,11 @@ def base_url(process: Process) -> str:
     return process.wait_for_line(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
 
 
+def vapid_public_key(process: Process) -> str:
+    """Generated once, then kept with the state: browsers subscribed with it."""
+    return process.wait_for_line(r"VAPID public key \(generated, kept in .*\): (\S+)").group(1)
+
+
 def register(base: str, gotify: FakeGotify, token: str, delay: int) -> str:
     target = {"url": gotify.url, "token": token}
     status, answer = call(
@@ -86,6 +91,7 @@ def test_pushes_accepted_before_kill_9_go_out_once_after_it(tmp_path: Path) -> N
     try:
         with gateway(state) as first:
             base = base_url(first)
+            key = vapid_public_key(first)
             keys = {
                 name: register(base, gotify, token, 3 if name.startswith("due") else 0)
                 for name, token in tokens.items()
@@ -110,6 +116,7 @@ def test_pushes_accepted_before_kill_9_go_out_once_after_it(tmp_path: Path) -> N
         with gateway(state) as second:
             base = base_url(second)
             second.wait_for_line(r"state: .*\(\d+ items kept")
+            assert vapid_public_key(second) == key
             resumed = second.wait_for_line(r"resumed (\d+) pending pushes: .* (\d+) in flight")
             assert resumed.groups() == ("5", "1")
             # Four delayed pushes and the one in flight, which goes again (at-least-once).
@@ -139,6 +146,9 @@ def test_pushes_accepted_before_kill_9_go_out_once_after_it(tmp_path: Path) -> N
             assert "resumed" not in third.output
             assert sum(pushes_by_token(gotify).values()) == 7
             assert int(kept.group(1)) >= len(keys) + 6
+            # Message previews, backend tokens, the VAPID key: the owner's eyes only.
+            for path in (state, tmp_path / "state.keys"):
+                assert path.stat().st_mode & 0o077 == 0
             output = first.output + second.output + third.output
             for secret in ("Traceback", "hi, this is a DM", *tokens.values(), *keys.values()):
                 assert secret not in output

@@ -114,6 +114,8 @@ def test_make_run_serves_the_gateway_and_stops_on_ctrl_c() -> None:
             base = listening.group(1)
             assert base == f"http://127.0.0.1:{port}"
             admin = process.wait_for_line(r"admin token \(MXPUSH_ADMIN_TOKEN\): (\S+)").group(1)
+            # `running` asks for no state file: make run says so.
+            process.wait_for_line(r"^state: in memory \(MXPUSH_STATE=:memory:\)")
 
             status, answer = call(
                 "POST",
