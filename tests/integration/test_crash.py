@@ -80,11 +80,19 @@ def wait_until_logged(base: str, pushkey: str, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
+def wait_until_journaled(state: Path, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in state.read_text(encoding="utf-8"):
+        assert time.monotonic() < deadline, f"{text} never reached the state file"
+        time.sleep(0.02)
+
+
 def test_pushes_accepted_before_kill_9_go_out_once_after_it(tmp_path: Path) -> None:
     state = tmp_path / "state"
     tokens = {
         "before": "Tok.Before",  # delivered and logged before the crash
         "flight": "Tok.Flight",  # its push was on the wire when the process died
+        "retry": "Tok.Retry",  # its first attempt failed: a retry execution was waiting
         **{f"due{i}": f"Tok.Due{i}" for i in range(4)},  # waiting for their slot
     }
     gotify = FakeGotify(app_tokens=tuple(tokens.values())).start()
@@ -108,27 +116,34 @@ def test_pushes_accepted_before_kill_9_go_out_once_after_it(tmp_path: Path) -> N
             gotify.wait_for(2)
             for i in range(4):
                 notify(base, keys[f"due{i}"], f"$due{i}")
-            time.sleep(1)
+            gotify.queue(Reply(503, {"error": "busy"}))
+            notify(base, keys["retry"], "$retry")
+            gotify.wait_for(3)
+            wait_until_journaled(state, '"st":{"S":"retrying"}')  # its backoff is 2 s
             os.killpg(first.popen.pid, signal.SIGKILL)
             first.popen.wait(timeout=10)
-        assert pushes_by_token(gotify) == {"Tok.Before": 1, "Tok.Flight": 1}
+        assert pushes_by_token(gotify) == {"Tok.Before": 1, "Tok.Flight": 1, "Tok.Retry": 1}
 
         with gateway(state) as second:
             base = base_url(second)
             second.wait_for_line(r"state: .*\(\d+ items kept")
             assert vapid_public_key(second) == key
-            resumed = second.wait_for_line(r"resumed (\d+) pending pushes: .* (\d+) in flight")
-            assert resumed.groups() == ("5", "1")
-            # Four delayed pushes and the one in flight, which goes again (at-least-once).
-            gotify.wait_for(2 + 5, timeout=30)
-            for name in ("flight", "due0", "due1", "due2", "due3"):
+            resumed = second.wait_for_line(
+                r"resumed (\d+) pending pushes: .* (\d+) retrying, (\d+) in flight"
+            )
+            assert resumed.groups() == ("6", "1", "1")
+            # Four delayed pushes, the retried one, and the one in flight, which goes again
+            # (at-least-once).
+            gotify.wait_for(3 + 6, timeout=30)
+            for name in ("flight", "retry", "due0", "due1", "due2", "due3"):
                 wait_until_logged(base, keys[name])
             time.sleep(1.5)  # room for a duplicate to show up
-            expected = {"Tok.Before": 1, "Tok.Flight": 2}
+            expected = {"Tok.Before": 1, "Tok.Flight": 2, "Tok.Retry": 2}
             expected.update({f"Tok.Due{i}": 1 for i in range(4)})
             assert pushes_by_token(gotify) == expected
             assert deliveries(base, keys["before"]) == [("delivered", "$before")]
             assert deliveries(base, keys["flight"]) == [("delivered", "$flight")]
+            assert deliveries(base, keys["retry"]) == [("delivered", "$retry")]
             for i in range(4):
                 assert deliveries(base, keys[f"due{i}"]) == [("delivered", f"$due{i}")]
             second.popen.send_signal(signal.SIGTERM)
@@ -144,7 +159,7 @@ def test_pushes_accepted_before_kill_9_go_out_once_after_it(tmp_path: Path) -> N
             assert deliveries(base, keys["due2"]) == [("delivered", "$due2")]
             time.sleep(1)
             assert "resumed" not in third.output
-            assert sum(pushes_by_token(gotify).values()) == 7
+            assert sum(pushes_by_token(gotify).values()) == 9
             assert int(kept.group(1)) >= len(keys) + 6
             # Message previews, backend tokens, the VAPID key: the owner's eyes only.
             for path in (state, tmp_path / "state.keys"):
