@@ -31,7 +31,9 @@ def gateway(state: Path) -> Any:
         "PORT": str(free_port()),
         "MXPUSH_STATE": str(state),
         "MXPUSH_ADMIN_TOKEN": ADMIN,
+        # Empty: not the in-process test gateway's values, which are in os.environ.
         "MXPUSH_PUBLIC_URL": "",
+        "MXPUSH_VAPID_PRIVATE_KEY": "",
     }
     return running([sys.executable, "-m", "mxpush_local"], env)
 
