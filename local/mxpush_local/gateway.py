@@ -51,7 +51,8 @@ class LocalSettings:
     unifiedpush_hosts: str = ""
     # Print one line per HTTP request.
     access_log: bool = True
-    # Web Push: empty = a key pair generated at start, kept for the session.
+    # Web Push: empty = a key pair generated at the first start, kept beside the state file
+    # (or for the session, in memory).
     vapid_private_key: str = field(default="", repr=False)
     vapid_subject: str = ""
     # The state file (`state.py`); `:memory:` keeps nothing after a stop (tests).
