@@ -6,7 +6,8 @@ line, handed to the OS at once: a `kill -9` loses nothing that was acknowledged 
 lose the last lines; they are written, not fsynced). At start the journal is loaded into the
 table, then compacted: the current items, minus those whose TTL passed (moto never expires
 items), are written to a new file that is renamed over the journal, so a crash while compacting
-leaves the old journal whole.
+leaves the old journal whole. A long run compacts too, when the journal has grown several times
+the table (a busy chat rewrites its batch at every message).
 
 Step Functions executions and asynchronous invokes are not kept: `recovery.py` re-drives what
 they were doing from the table.
@@ -36,6 +37,12 @@ WRITE_ACTIONS = frozenset(
 )
 
 
+# Compact a running journal once it has this many lines more than the table has items, and
+# at least this factor more.
+COMPACT_MIN_LINES = 10_000
+COMPACT_FACTOR = 4
+
+
 class StateError(Exception):
     """The state file cannot be used (unreadable, or another local mode holds it)."""
 
@@ -63,6 +70,11 @@ class Journal:
         self._file: IO[str] | None = None
         self._held: IO[str] | None = None
         self._lock = threading.Lock()
+        self.compact_min_lines = COMPACT_MIN_LINES
+        self.compact_factor = COMPACT_FACTOR
+        # Lines appended since the last compaction, and how many items that one wrote.
+        self._appended = 0
+        self._live = 0
 
     def load(self, *, now: float | None = None) -> int:
         """Put the journal's items into the (new, empty) table and compact the file; returns
@@ -86,6 +98,8 @@ class Journal:
         for item in live:
             backend.put_item(self.table_name, item)
         self._compact(live)
+        with self._lock:
+            self._file = self.path.open("a", encoding="utf-8")
         self.loaded_items = len(live)
         return len(live)
 
@@ -108,6 +122,8 @@ class Journal:
             else:
                 lines.append({"put": item.to_json()["Attributes"]})
         self._append(lines)
+        if self._appended > max(self.compact_min_lines, self.compact_factor * self._live):
+            self._compact_running(backend)
 
     def close(self) -> None:
         with self._lock:
@@ -142,6 +158,26 @@ class Journal:
             # One write per request, flushed: what the OS has survives the process.
             self._file.write(text)
             self._file.flush()
+            self._appended += len(records)
+
+    def _compact_running(self, backend: Any) -> None:
+        """Called under the request lock: no write changes the table meanwhile."""
+        now = time.time()
+        items = [
+            item.to_json()["Attributes"] for item in backend.get_table(self.table_name).all_items()
+        ]
+        with self._lock:
+            if self._file is None:
+                return  # closed: local mode is stopping
+            try:
+                self._compact([item for item in items if not self._expired(item, now)])
+            except OSError as exc:
+                # The journal is whole, only longer: the request that got here succeeded.
+                log.warning("state file %s not compacted: %s", self.path, exc)
+                self._appended = 0
+                return
+            self._file.close()
+            self._file = self.path.open("a", encoding="utf-8")
 
     def _records(self) -> Iterator[dict[str, Any]]:
         try:
@@ -171,7 +207,8 @@ class Journal:
         partial.replace(self.path)
         # The state holds message previews and backend tokens: the owner's eyes only.
         self.path.chmod(0o600)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._appended = 0
+        self._live = len(items)
 
     def _key(self, item: dict[str, Any]) -> tuple[str, ...]:
         return tuple(json.dumps(item.get(name), sort_keys=True) for name in self.key_names)

@@ -134,6 +134,33 @@ def test_writes_are_journaled_and_reloaded_into_an_empty_table(
         second.close()
 
 
+def test_a_running_journal_is_compacted_as_it_grows(
+    gateway: LocalGateway, table: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "state"
+    client = boto3.client("dynamodb", region_name=REGION)
+    running = journal(path, table)
+    running.load(now=NOW)
+    running.compact_min_lines, running.compact_factor = 5, 2
+    gateway.aws.journal = running
+    try:
+        client.put_item(TableName=table, Item=item("other"))
+        for n in range(30):
+            client.put_item(TableName=table, Item=item("busy", n={"N": str(n)}))
+            assert len(path.read_text(encoding="utf-8").splitlines()) <= 2 + 5
+    finally:
+        gateway.aws.journal = None
+        running.close()
+    client.delete_item(TableName=table, Key=key("busy"))
+    client.delete_item(TableName=table, Key=key("other"))
+    reloaded = journal(path, table)
+    try:
+        assert reloaded.load(now=NOW) == 2
+        assert scan(table)["busy"]["n"] == {"N": "29"}
+    finally:
+        reloaded.close()
+
+
 def test_generated_secrets_are_kept_for_the_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "dir" / "state.keys"
     assert read_secrets(path) == {}
