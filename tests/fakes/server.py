@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +41,14 @@ class Reply:
         return json.dumps(self.body).encode()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-connection (the crash test's `kill -9`) is not the fake's error.
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        super().handle_error(request, client_address)
+
+
 class RecordingServer:
     """Subclasses implement `respond(request) -> Reply`. Every request is recorded, also the
     ones answered with an error; `queue` makes the next requests answer what a test wants."""
@@ -48,7 +57,7 @@ class RecordingServer:
         self.requests: list[Received] = []
         self.queued: list[Reply] = []
         self._lock = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
