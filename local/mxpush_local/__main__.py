@@ -13,6 +13,7 @@ from types import FrameType
 
 from mxpush.errors import ConfigError
 from mxpush_local.gateway import LocalGateway, LocalSettings
+from mxpush_local.state import StateError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, host=args.host)
     if args.port is not None:
         settings = dataclasses.replace(settings, port=args.port)
-    gateway = LocalGateway(settings)
+    try:
+        gateway = LocalGateway(settings)
+    except StateError as exc:
+        print(f"mxpush: {exc}", file=sys.stderr)
+        return 1
     try:
         vapid_public_key = gateway.vapid_public_key()
     except ConfigError as exc:
@@ -53,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         gateway.start()
+    except StateError as exc:
+        print(f"mxpush: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:  # ValueError: waitress refuses the host or port
         print(f"mxpush: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1
@@ -68,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(notify URL {gateway.url}/_matrix/push/v1/notify, delay {settings.delay_seconds}s)",
         flush=True,
     )
+    print(state_line(gateway), flush=True)
     if gateway.listens_beyond_loopback:
         print(
             f"mxpush: WARNING: listening on {settings.host}, beyond this machine: the operator "
@@ -77,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if gateway.generated_admin_token:
         print(f"admin token (MXPUSH_ADMIN_TOKEN): {gateway.admin_token}", flush=True)
-    kept = " (generated for this session)" if gateway.generated_vapid_key else ""
+    kept = ""
+    if gateway.generated_vapid_key:
+        where = gateway.secrets_path
+        kept = f" (generated, kept in {where})" if where else " (generated for this session)"
     print(f"Web Push VAPID public key{kept}: {vapid_public_key}", flush=True)
     stop.wait()
     print("mxpush: metrics of this session (also at GET /metrics):", flush=True)
@@ -85,6 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     print("mxpush: stopping", flush=True)
     gateway.stop()
     return 0
+
+
+def state_line(gateway: LocalGateway) -> str:
+    journal = gateway.aws.journal
+    if journal is None:
+        return "state: in memory (MXPUSH_STATE=:memory:): nothing is kept after a stop"
+    line = f"state: {journal.path} ({journal.loaded_items} items kept; delete it to start afresh)"
+    recovery = gateway.recovery
+    if recovery is not None and recovery.total:
+        line += (
+            f"\nresumed {recovery.total} pending pushes: {recovery.sent_now} due now, "
+            f"{recovery.scheduled} later, {recovery.retrying} retrying, {recovery.in_flight} "
+            "in flight when it stopped (these may arrive twice)"
+        )
+    return line
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp 
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from mxpush.model import Outcome
+from mxpush_local.state import Journal
 from mxpush_local.template import FunctionSpec, Template
 
 REGION = "us-east-1"
@@ -124,6 +125,8 @@ class LocalAws:
         self._timers: list[threading.Thread] = []
         # Run scheduled functions (the sweep) on their template rate; tests drive them by hand.
         self.run_schedules = True
+        # Where the table is kept across restarts (`state.py`); None: in memory only.
+        self.journal: Journal | None = None
 
     @property
     def state_machine_arn(self) -> str:
@@ -138,6 +141,7 @@ class LocalAws:
         self._allow_immediate_stop()
         self._precise_timestamp_wait()
         self._create_table()
+        self._load_journal()
         self._create_state_machines()
         if self.run_schedules:
             self._start_timers()
@@ -158,6 +162,8 @@ class LocalAws:
         if self._async_pool is not None:
             self._async_pool.shutdown(wait=False, cancel_futures=True)
         self._mock.stop()
+        if self.journal is not None:
+            self.journal.close()
         if self._saved_invoke is not None:
             LambdaSimpleBackend.invoke = self._saved_invoke  # type: ignore[method-assign]
         if self._saved_call_action is not None:
@@ -331,16 +337,29 @@ class LocalAws:
         AWS does."""
         lock = threading.RLock()
         original = DynamoHandler.call_action
+        aws = self
 
         def call_action(handler: Any) -> Any:
             refusal = _oversized_expression(handler.body)
             if refusal is not None:
                 return refusal
             with lock:
-                return original(handler)
+                response = original(handler)
+                aws._journal_write(handler, response)
+                return response
 
         self._saved_call_action = original
         DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+    def _load_journal(self) -> None:
+        """Fill the new table from the kept state, before anything reads it."""
+        if self.journal is not None:
+            self.journal.load()
+
+    def _journal_write(self, handler: Any, response: Any) -> None:
+        # Under the request lock: the journal sees each item as that request left it.
+        if self.journal is not None:
+            self.journal.record(handler, response)
 
     def _allow_immediate_stop(self) -> None:
         """moto's execution thread builds its environment after StartExecution returns; a

@@ -26,11 +26,15 @@ from mxpush_local.cors import CorsPolicy
 from mxpush_local.http_server import METHODS, HttpServer
 from mxpush_local.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mxpush_local.metrics import LocalMetrics
-from mxpush_local.template import Route, load_template
+from mxpush_local.recovery import Recovery, recover
+from mxpush_local.state import MEMORY, Journal, read_secrets, secrets_file, write_secrets
+from mxpush_local.template import Route, Template, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 LOOPBACK = "127.0.0.1"
+# Where `make run` keeps registrations, pending pushes and the delivery log (gitignored).
+DEFAULT_STATE = ROOT / ".mxpush" / "state"
 # The VAPID contact when none is given. Fine for Chrome and Firefox; Apple's push service refuses
 # @localhost: set MXPUSH_VAPID_SUBJECT to a real address to push to Safari.
 LOCAL_VAPID_SUBJECT = "mailto:mxpush@localhost"
@@ -54,11 +58,14 @@ class LocalSettings:
     unifiedpush_hosts: str = ""
     # Print one line per HTTP request.
     access_log: bool = True
-    # Web Push: empty = a key pair generated at start, kept for the session.
+    # Web Push: empty = a key pair generated at the first start, kept beside the state file
+    # (or for the session, in memory).
     vapid_private_key: str = field(default="", repr=False)
     vapid_subject: str = ""
     # Origins whose web pages may call the API from a browser (CORS); empty = none.
     cors_origins: str = ""
+    # The state file (`state.py`); `:memory:` keeps nothing after a stop (tests).
+    state: str = MEMORY
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalSettings:
@@ -81,6 +88,7 @@ class LocalSettings:
             vapid_private_key=env.get("MXPUSH_VAPID_PRIVATE_KEY", "").strip(),
             vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip(),
             cors_origins=env.get("MXPUSH_CORS_ORIGINS", ""),
+            state=env.get("MXPUSH_STATE", "").strip() or str(DEFAULT_STATE),
         )
 
 
@@ -98,14 +106,31 @@ class LocalGateway:
 
     def __init__(self, settings: LocalSettings, *, template_path: Path = TEMPLATE) -> None:
         self.settings = settings
-        self.admin_token = settings.admin_token or secrets.token_urlsafe(24)
+        # With a state file, what is generated here is generated once and kept beside it.
+        state = None if settings.state == MEMORY else _path(settings.state)
+        self.secrets_path = secrets_file(state) if state else None
+        kept = read_secrets(self.secrets_path) if self.secrets_path else {}
+        self.admin_token = (
+            settings.admin_token or kept.get("admin_token") or secrets.token_urlsafe(24)
+        )
         self.generated_admin_token = not settings.admin_token
         from mxpush.vapid import generate_private_key  # noqa: PLC0415 - cryptography, lazily
 
-        self.vapid_private_key = settings.vapid_private_key or generate_private_key()
+        self.vapid_private_key = (
+            settings.vapid_private_key or kept.get("vapid_private_key") or generate_private_key()
+        )
         self.generated_vapid_key = not settings.vapid_private_key
+        self._secrets_to_keep = {
+            **kept,
+            **({"admin_token": self.admin_token} if self.generated_admin_token else {}),
+            **({"vapid_private_key": self.vapid_private_key} if self.generated_vapid_key else {}),
+        }
+        self._secrets_kept = kept
         self.template = load_template(template_path)
         self.aws = LocalAws(self.template)
+        self.aws.journal = _journal(settings.state, self.template, self.aws.table_name)
+        # What the start re-drove from the kept state (None: nothing was kept).
+        self.recovery: Recovery | None = None
         self._routes = self._compile_routes()
         # API Gateway's CorsConfiguration, which answers before any function is involved.
         self.cors = CorsPolicy.from_setting(settings.cors_origins)
@@ -136,6 +161,9 @@ class LocalGateway:
             access_log=access_log,
         )
         self.aws.start()
+        # After the journal's lock: only the one local mode using this state writes it.
+        if self.secrets_path is not None and self._secrets_to_keep != self._secrets_kept:
+            write_secrets(self.secrets_path, self._secrets_to_keep)
         self._set_environment()
         from mxpush import wiring  # noqa: PLC0415 - after the environment is set
 
@@ -145,6 +173,8 @@ class LocalGateway:
         # them: a burst of first requests then waits for no import (the loader is locked too).
         for logical_id in self.template.functions:
             self.aws.functions.handler(logical_id)
+        if self.aws.journal is not None:
+            self.recovery = recover(now=time.time())
         self._server.start()
 
     def stop(self) -> None:
@@ -347,6 +377,24 @@ class LocalGateway:
         else:
             label = "(unsupported method)"
         print(f"{method} {label} {status} {ms:.1f}ms", flush=True)
+
+
+def _path(state: str) -> Path:
+    return Path(state).expanduser().absolute()
+
+
+def _journal(state: str, template: Template, table_name: str) -> Journal | None:
+    if state == MEMORY:
+        return None
+    props = template.table_properties
+    ttl = props.get("TimeToLiveSpecification") or {}
+    return Journal(
+        _path(state),
+        table_name=table_name,
+        key_names=tuple(str(k["AttributeName"]) for k in props["KeySchema"]),
+        ttl_attribute=str(ttl["AttributeName"]) if ttl.get("Enabled") else None,
+        region=REGION,
+    )
 
 
 def is_loopback(address: str) -> bool:

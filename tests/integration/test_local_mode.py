@@ -68,7 +68,8 @@ def running(command: list[str], env: dict[str, str]) -> Iterator[Process]:
     popen = subprocess.Popen(
         command,
         cwd=ROOT,
-        env={**os.environ, **env},
+        # No test writes the checkout's state file (.mxpush/state): in memory unless it says.
+        env={**os.environ, "MXPUSH_STATE": ":memory:", **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -118,6 +119,8 @@ def test_make_run_serves_the_gateway_and_stops_on_ctrl_c() -> None:
             base = listening.group(1)
             assert base == f"http://127.0.0.1:{port}"
             admin = process.wait_for_line(r"admin token \(MXPUSH_ADMIN_TOKEN\): (\S+)").group(1)
+            # `running` asks for no state file: make run says so.
+            process.wait_for_line(r"^state: in memory \(MXPUSH_STATE=:memory:\)")
 
             status, answer = call(
                 "POST",

@@ -220,7 +220,11 @@ def test_local_mode_uses_a_given_key_and_refuses_a_bad_one() -> None:
     private = generate_private_key()
     subject = "mailto:me@example.org"
     settings = LocalSettings.from_env(
-        {"MXPUSH_VAPID_PRIVATE_KEY": private, "MXPUSH_VAPID_SUBJECT": subject}
+        {
+            "MXPUSH_VAPID_PRIVATE_KEY": private,
+            "MXPUSH_VAPID_SUBJECT": subject,
+            "MXPUSH_STATE": ":memory:",  # not the checkout's state (and its kept key)
+        }
     )
     local = LocalGateway(settings)  # not started: only one may run per process
     assert not local.generated_vapid_key
