@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mxpush.errors import ConfigError
 from mxpush_local.__main__ import main
 from mxpush_local.gateway import LocalSettings
 
@@ -25,7 +26,7 @@ def test_delay_is_read_within_bounds(raw: str, value: int) -> None:
     ],
 )
 def test_a_bad_number_names_its_variable(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match="^" + message):
+    with pytest.raises(ConfigError, match="^" + message):
         LocalSettings.from_env(env)
 
 
