@@ -376,8 +376,12 @@ def usage_of(replay: Replay, memory: dict[str, int]) -> Usage:
         notifications=notifications,
         transitions=replay.transitions,
         lambda_requests=len(tally.invocations),
+        # Billed duration is modelled by the handler thread's CPU time: in local mode every
+        # function shares one process, so wall time mostly waits for the GIL (on AWS each runs
+        # in its own container); the CPU time includes moto's work standing in for DynamoDB.
         lambda_gb_seconds=sum(
-            lambda_gb_seconds(i.seconds, memory.get(i.logical_id, 128)) for i in tally.invocations
+            lambda_gb_seconds(i.cpu_seconds, memory.get(i.logical_id, 128))
+            for i in tally.invocations
         ),
         http_requests=sum(c for status, c in replay.statuses.items() if status),
         write_units=sum(tally.write_units.values()),
@@ -520,13 +524,13 @@ def _print_lambda(tally: Tally, memory: dict[str, int], n: int) -> None:
             f"{sum(wall) / len(wall) * 1000:>10.1f}{percentile(wall, 0.95) * 1000:>8.1f}"
             f"{sum(cpu) / len(cpu) * 1000:>10.1f}{memory.get(logical_id, 128):>6}"
         )
-    cpu_gb_s = sum(
-        lambda_gb_seconds(i.cpu_seconds, memory.get(i.logical_id, 128)) for i in tally.invocations
+    wall_gb_s = sum(
+        lambda_gb_seconds(i.seconds, memory.get(i.logical_id, 128)) for i in tally.invocations
     )
     print(
-        f"(Lambda GB-s are priced on wall time, which includes waiting for Python's GIL when "
-        f"local mode is busy; on handler-thread CPU time they would cost "
-        f"${cpu_gb_s * PRICES.lambda_gb_second * 1e6 / n:.2f} per 1M)"
+        f"(Lambda GB-s are priced on handler CPU time; priced on local-mode wall time, which "
+        f"mostly waits for the GIL all functions share here, they would cost "
+        f"${wall_gb_s * PRICES.lambda_gb_second * 1e6 / n:.2f} per 1M)"
     )
 
 

@@ -54,9 +54,9 @@ REDRIVE_AFTER_SECONDS = 10
 # How far back the sweep looks for slots that were never dispatched.
 SWEEP_WINDOW_SECONDS = 15 * 60
 # A dispatched slot is checked once its batches' first attempts are surely over (a sender's
-# claim lease), in a window two sweeps wide.
+# claim lease), by the one sweep whose minute-wide window it passes through.
 VERIFY_AFTER_SECONDS = 5 * 60
-VERIFY_WINDOW_SECONDS = 2 * 60
+VERIFY_WINDOW_SECONDS = 60
 # Seconds before a retry execution's first attempt, per backend (the state machine's Retry
 # takes over from there; see statemachine/retry.asl.json).
 FIRST_RETRY_SECONDS: Mapping[str, int] = {"webhook": 3}
@@ -172,7 +172,7 @@ def sweep(
         elif (
             marker.st == SlotState.DISPATCHED
             and now - VERIFY_AFTER_SECONDS - VERIFY_WINDOW_SECONDS
-            <= marker.slot
+            < marker.slot
             <= now - VERIFY_AFTER_SECONDS
         ):
             checked += 1
