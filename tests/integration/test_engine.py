@@ -184,21 +184,23 @@ class FailOnce:
 
 
 # Every AWS operation of a delayed push, from the notify to the outcome, and which of its
-# calls to fail: the notify's read, batch, due entry, slot marker (read and write) and
-# StartExecution; the slot step's Query and Invoke; the sender's reads, claim and outcome.
+# calls to fail: the notify's read, batch, slot marker (read and write: the marker carries the
+# slot's first batch) and StartExecution; the slot step's marker read, due-index Query, Invoke
+# and its "dispatched" mark; the sender's reads, claim and outcome.
 FAULTS = [
     ("Query", 1),
     ("PutItem", 1),
-    ("PutItem", 2),
     ("GetItem", 1),
-    ("PutItem", 3),
+    ("PutItem", 2),
     ("StartExecution", 1),
+    ("GetItem", 2),
     ("Query", 2),
     ("Invoke", 1),
-    ("GetItem", 2),
-    ("GetItem", 3),
     ("UpdateItem", 1),
+    ("GetItem", 3),
+    ("GetItem", 4),
     ("UpdateItem", 2),
+    ("UpdateItem", 3),
 ]
 
 

@@ -77,7 +77,7 @@ class NotifyStore(Protocol):
 
     def put_due_entry(self, batch: BatchItem) -> None: ...
 
-    def claim_slot_start(self, slot: int) -> str | None: ...
+    def claim_slot_start(self, slot: int, first: BatchItem | None = None) -> str | None: ...
 
     def set_slot_state(self, slot: int, state: str) -> None: ...
 
@@ -186,8 +186,7 @@ def schedule_delivery(
         case Duplicate(batch):
             if batch.st == OpenState.OPEN:
                 # An earlier attempt may have failed after storing the batch: finish its work
-                # (both steps are idempotent).
-                store.put_due_entry(batch)
+                # (idempotent: a second due entry or sender invoke changes nothing).
                 schedule_batch(batch, store=store, scheduler=scheduler, senders=senders, now=now)
             return Disposition.DUPLICATE
     raise AssertionError(f"unexpected accept result {result!r}")  # pragma: no cover
@@ -206,7 +205,7 @@ def schedule_batch(
     if batch.immediate or batch.due <= now:
         send_now(batch, store=store, scheduler=scheduler, senders=senders, now=now)
         return
-    state = ensure_slot(batch.due, store=store, scheduler=scheduler)
+    state = ensure_slot(batch.due, store=store, scheduler=scheduler, batch=batch)
     if state == SlotState.DISPATCHED or (
         state is not None and batch.due <= time.time() + LATE_MARGIN_SECONDS
     ):
@@ -216,10 +215,13 @@ def schedule_batch(
         send_now(batch, store=store, scheduler=scheduler, senders=senders, now=now)
 
 
-def ensure_slot(slot: int, *, store: NotifyStore, scheduler: SlotScheduler) -> str | None:
-    """Start the slot's execution unless it was started. Only the caller whose conditional
-    write created the slot marker calls StartExecution; the others get the marker's state."""
-    state = store.claim_slot_start(slot)
+def ensure_slot(
+    slot: int, *, store: NotifyStore, scheduler: SlotScheduler, batch: BatchItem | None = None
+) -> str | None:
+    """Put `batch` in the slot and start the slot's execution unless it was started. Only the
+    caller whose conditional write created (or revived) the slot marker calls StartExecution;
+    the others get the marker's state."""
+    state = store.claim_slot_start(slot, batch)
     if state is not None:
         return state
     try:
@@ -251,8 +253,7 @@ def send_now(
         log.warning("sender not invoked; using a slot", extra={"reason": str(exc)})
         if batch.due <= now:
             batch = replace(batch, due=math.ceil(now) + 1)
-            store.put_due_entry(batch)
-        ensure_slot(batch.due, store=store, scheduler=scheduler)
+        ensure_slot(batch.due, store=store, scheduler=scheduler, batch=batch)
 
 
 def cancel_pending(rid: str, unread: int, *, store: NotifyStore, now: float) -> Disposition:

@@ -85,6 +85,8 @@ class Registration:
     # A value only this registration holds among its owner's registrations of its backend
     # (`Backend.claim`: an Acrobits selector); None for most backends.
     claim: str | None = None
+    # When an idle registration the notify path made (stateless UnifiedPush) expires.
+    expires_at: float | None = None
 
     def effective_delay(self, default: int) -> int:
         return default if self.delay_seconds is None else self.delay_seconds

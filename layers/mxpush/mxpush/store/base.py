@@ -76,4 +76,5 @@ def registration_from_item(item: dict[str, Any]) -> Registration:
         status_reason=item.get("status_reason"),
         status_at=item.get("status_at"),
         claim=item.get("claim"),
+        expires_at=item.get("expires_at"),
     )

@@ -65,8 +65,13 @@ class SlotMarker:
 
 class DeliverySide(StoreBase):
     def due_entries(self, slot: int) -> list[DueEntry]:
-        """Every batch due in `slot`: one strongly consistent Query per shard."""
+        """Every batch due in `slot`: the one its marker carries (the slot's first), and one
+        strongly consistent Query per due-index shard for the others."""
         entries = []
+        marker = self._get_raw(slot_partition(slot), str(slot))
+        if marker and marker.get("first"):
+            rid, sk, backend = str(marker["first"]).split("|", 2)
+            entries.append(DueEntry(rid, sk, backend))
         for partition in due_partitions(slot):
             start: dict[str, Any] | None = None
             while True:
@@ -81,7 +86,9 @@ class DeliverySide(StoreBase):
                 for raw in response.get("Items", []):
                     item = deserialize_item(raw)
                     rid, _, sk = str(item["sk"]).partition("|")
-                    entries.append(DueEntry(rid, sk, str(item.get("backend", ""))))
+                    entry = DueEntry(rid, sk, str(item.get("backend", "")))
+                    if entry not in entries:
+                        entries.append(entry)
                 start = response.get("LastEvaluatedKey")
                 if not start:
                     break

@@ -2,8 +2,9 @@
 
 - one strongly consistent Query reads the registration and its latest batches together (the
   registration's `sk` sorts after every `b#…`, so a reverse Query returns it first);
-- a new event joins the open batch (one write), or opens a batch (two writes: the batch and
-  its due-index entry);
+- a new event joins the open batch (one write), or opens a batch (two writes: the batch, and
+  its slot's marker if it is the slot's first batch — the marker carries it — else its entry in
+  the slot's due index; a call or a delay of 0: the batch alone);
 - a read (badge-only update) cancels the open batch: one conditional write, which is also its
   delivery-log record;
 - the first batch of a slot also writes the slot marker that lets it start the slot's execution.
@@ -228,28 +229,50 @@ class NotifySide(StoreBase):
             }
         )
 
-    def claim_slot_start(self, slot: int) -> str | None:
+    def claim_slot_start(self, slot: int, first: BatchItem | None = None) -> str | None:
         """Whether this caller is the one to start the slot's execution: None if so (the marker
         now says `started`), else the marker's state. A read first, so that only the first batch
-        of a slot pays the write."""
+        of a slot pays a marker write.
+
+        `first`: the batch being scheduled in the slot. The marker that creates the slot carries
+        it (the slot's delivery step reads the marker), so the first batch of a slot writes no
+        due entry of its own; any other batch of the slot gets its due entry here.
+        """
         key = _key(slot_partition(slot), str(slot))
         found = self._call("GetItem", Key=key, ConsistentRead=True).get("Item")
-        if found is not None and found.get("st", {}).get("S") != SlotState.UNSTARTED:
-            return str(found["st"]["S"])
+        state = None if found is None else str(found.get("st", {}).get("S", SlotState.STARTED))
+        if state is None:
+            item = {
+                **key,
+                "st": {"S": SlotState.STARTED},
+                "expires_at": {"N": str(slot + self.index_retention_seconds)},
+            }
+            if first is not None:
+                item["first"] = {"S": f"{first.rid}|{first.sk}|{first.backend}"}
+            try:
+                self._call("PutItem", Item=item, ConditionExpression="attribute_not_exists(sk)")
+            except ConditionFailed as failed:
+                old = failed.old_item or {}
+                state = str(old.get("st", {}).get("S", SlotState.STARTED))
+            else:
+                return None
+        if first is not None:
+            self.put_due_entry(first)
+        if state != SlotState.UNSTARTED:
+            return state
         try:
             self._call(
-                "PutItem",
-                Item={
-                    **key,
-                    "st": {"S": SlotState.STARTED},
-                    "expires_at": {"N": str(slot + self.index_retention_seconds)},
+                "UpdateItem",
+                Key=key,
+                UpdateExpression="SET st = :started",
+                ConditionExpression="st = :unstarted",
+                ExpressionAttributeValues={
+                    ":started": {"S": SlotState.STARTED},
+                    ":unstarted": {"S": SlotState.UNSTARTED},
                 },
-                ConditionExpression="attribute_not_exists(sk) OR st = :unstarted",
-                ExpressionAttributeValues={":unstarted": {"S": SlotState.UNSTARTED}},
             )
         except ConditionFailed as failed:
-            old = failed.old_item or {}
-            return str(old.get("st", {}).get("S", SlotState.STARTED))
+            return str((failed.old_item or {}).get("st", {}).get("S", SlotState.STARTED))
         return None
 
     def set_slot_state(self, slot: int, state: str) -> None:
@@ -332,9 +355,9 @@ class NotifySide(StoreBase):
             _batch_record(batch, self.log_retention_seconds),
             ConditionExpression="attribute_not_exists(sk)",
         )
-        self.put_due_entry(batch)
-        if registration.owner == IMPLICIT_OWNER:
-            self._touch_implicit(registration.rid, now)
+        expires = registration.expires_at or 0
+        if registration.owner == IMPLICIT_OWNER and expires < now + IMPLICIT_IDLE_SECONDS - 86400:
+            self._touch_implicit(registration.rid, now)  # at most daily: a write costs
         return batch
 
     def _join(self, batch: BatchItem, event: EventSummary, key: str, now: float) -> BatchItem:
