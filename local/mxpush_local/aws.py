@@ -8,18 +8,22 @@ Only one `LocalAws` may run per process (moto patches botocore process-wide).
 
 from __future__ import annotations
 
+import base64
+import functools
 import importlib.util
+import inspect
 import json
 import logging
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,10 +31,17 @@ from typing import Any
 import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.core.model_instances import reset_model_data
 from moto.dynamodb.exceptions import MockValidationException
-from moto.dynamodb.responses import DynamoHandler
+from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler, DynamoResult
+from moto.stepfunctions.exceptions import ExecutionAlreadyExists
+from moto.stepfunctions.models import StateMachine
+from moto.stepfunctions.parser import utils as sfn_utils
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from mxpush.model import Outcome
 from mxpush_local.template import FunctionSpec, Template
@@ -46,6 +57,33 @@ Handler = Callable[[dict[str, Any], Any], Any]
 # seconds), then sends it to the function's on-failure destination.
 ASYNC_RETRY_DELAYS = (1.0, 2.0)
 ON_FAILURE_DESTINATION = "RecordOutcomeFunction"
+# Finished executions (and their histories) are dropped from moto this long after they end:
+# moto keeps every one forever, and each StartExecution and lookup walks them all. Recent ones
+# stay for tests that read a history. Their names stay taken, as Step Functions keeps them.
+KEEP_FINISHED_EXECUTIONS_SECONDS = 120.0
+RELEASE_EVERY_SECONDS = 15.0
+# DynamoDB's item operations, whose results moto builds as plain JSON already.
+PLAIN_JSON_ACTIONS = frozenset(
+    {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "Scan",
+        "BatchGetItem",
+        "BatchWriteItem",
+        "TransactGetItems",
+        "TransactWriteItems",
+    }
+)
+
+
+class FunctionTimedOut(Exception):
+    """What Lambda reports for an invocation that ran past the function's Timeout."""
+
+    def __init__(self, logical_id: str, seconds: float) -> None:
+        super().__init__(f"{logical_id}: Task timed out after {seconds:.2f} seconds")
 
 
 def function_arn(logical_id: str) -> str:
@@ -79,6 +117,8 @@ class Functions:
         self._loading = threading.Lock()
         # Fault injection for tests: logical id -> callable run before the handler.
         self.before_invoke: dict[str, Callable[[dict[str, Any]], None]] = {}
+        # Tests: logical id -> seconds, in place of the template's Timeout.
+        self.timeouts: dict[str, float] = {}
 
     def handler(self, logical_id: str) -> Handler:
         found = self._handlers.get(logical_id)
@@ -93,10 +133,36 @@ class Functions:
             return self._handlers[logical_id]
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        """Run the handler as Lambda would, within the function's Timeout: past it the
+        invocation fails with `FunctionTimedOut`. Lambda would also freeze the attempt; a thread
+        cannot be stopped, so the late one runs on until its own calls end (OutboundHttp's
+        connect and read timeouts, well inside any sender's Timeout). It cannot push a batch a
+        second time: its claim holds the batch for CLAIM_LEASE_SECONDS (90 s), longer than any
+        Timeout, so a retry of the attempt finds the batch held and leaves it."""
+        timeout = self.timeouts.get(logical_id) or float(self.specs[logical_id].timeout)
+        context = FakeLambdaContext(logical_id, deadline=time.time() + timeout)
+        handler = self.handler(logical_id)
         hook = self.before_invoke.get(logical_id)
-        if hook is not None:
-            hook(event)
-        return self.handler(logical_id)(event, FakeLambdaContext(logical_id))
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                if hook is not None:
+                    hook(event)
+                outcome.append((True, handler(event, context)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                outcome.append((False, exc))
+
+        worker = threading.Thread(target=run, name=f"lambda-{logical_id}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if not outcome:
+            log.warning("%s ran past its timeout of %.1f s", logical_id, timeout)
+            raise FunctionTimedOut(logical_id, timeout)
+        succeeded, value = outcome[0]
+        if not succeeded:
+            raise value
+        return value
 
 
 class LocalAws:
@@ -118,6 +184,13 @@ class LocalAws:
         self._saved_call_action: Any = None
         self._saved_worker_stop: Any = None
         self._saved_timestamp_eval: Any = None
+        self._saved_query: Any = None
+        self._saved_all_items: Any = None
+        self._saved_parse: Any = None
+        self._saved_name_check: Any = None
+        self._saved_dynamo_result: Any = None
+        # State machine ARN -> names of the executions released (kept taken).
+        self._released_names: dict[str, set[str]] = {}
         self.lambda_invocations: list[tuple[str, dict[str, Any]]] = []
         self._async_pool: ThreadPoolExecutor | None = None
         self._timers_stop = threading.Event()
@@ -137,10 +210,15 @@ class LocalAws:
         self._serialize_dynamodb()
         self._allow_immediate_stop()
         self._precise_timestamp_wait()
+        self._query_one_partition()
+        self._encode_item_results_directly()
+        self._parse_definitions_once()
+        self._keep_released_names_taken()
         self._create_table()
         self._create_state_machines()
         if self.run_schedules:
             self._start_timers()
+        self._start_release_timer()
 
     def environment(self) -> dict[str, str]:
         """What the template passes the functions about each other (names, state machines)."""
@@ -166,6 +244,34 @@ class LocalAws:
             ExecutionWorker.stop = self._saved_worker_stop  # type: ignore[method-assign]
         if self._saved_timestamp_eval is not None:
             Timestamp._eval_body = self._saved_timestamp_eval  # type: ignore[method-assign]
+        if self._saved_query is not None:
+            Table.query = self._saved_query  # type: ignore[method-assign]
+            Table.all_items = self._saved_all_items  # type: ignore[method-assign]
+        if self._saved_dynamo_result is not None:
+            DynamoResult.execute_result = self._saved_dynamo_result  # type: ignore[method-assign]
+        if self._saved_parse is not None:
+            AmazonStateLanguageParser.parse = self._saved_parse  # type: ignore[method-assign]
+        if self._saved_name_check is not None:
+            StateMachine._handle_name_input_idempotency = self._saved_name_check  # type: ignore[method-assign]
+
+    @contextmanager
+    def moto_as_is(self) -> Iterator[None]:
+        """Tests: moto's own DynamoDB query, result encoding and definition parsing in place of
+        the faster ones here, to compare the two."""
+        patched = (
+            (Table, "query", self._saved_query),
+            (Table, "all_items", self._saved_all_items),
+            (DynamoResult, "execute_result", self._saved_dynamo_result),
+            (AmazonStateLanguageParser, "parse", self._saved_parse),
+        )
+        current = [(owner, name, owner.__dict__[name]) for owner, name, _ in patched]
+        try:
+            for owner, name, original in patched:
+                setattr(owner, name, original)
+            yield
+        finally:
+            for owner, name, value in current:
+                setattr(owner, name, value)
 
     def stop_running_executions(self) -> None:
         """Stop every execution still running (tests: none outlives the test that started it)."""
@@ -379,6 +485,132 @@ class LocalAws:
 
         self._saved_timestamp_eval = original
         Timestamp._eval_body = eval_body  # type: ignore[method-assign,assignment]
+
+    # --- holding a homeserver's load (moto keeps everything, and scans for everything) -----
+
+    def _query_one_partition(self) -> None:
+        """moto answers a Query on the table by sorting every item of the table, then keeping
+        the partition's: a cost that grows with the table, on the notify path. Hand it the
+        partition alone (Queries on an index keep moto's way)."""
+        original_query = Table.query
+        original_all_items = Table.all_items
+        signature = inspect.signature(original_query)
+        partition_only = threading.local()
+
+        def query(table: Any, *args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(table, *args, **kwargs)
+            if bound.arguments.get("index_name") or bound.arguments.get("hash_key") is None:
+                return original_query(table, *args, **kwargs)
+            partition_only.key = bound.arguments["hash_key"]
+            try:
+                return original_query(table, *args, **kwargs)
+            finally:
+                partition_only.key = None
+
+        def all_items(table: Any) -> Any:
+            key = getattr(partition_only, "key", None)
+            if key is None:
+                return original_all_items(table)
+            partition = table.items.get(key)
+            if partition is None:
+                return []
+            return list(partition.values()) if table.range_key_attr else [partition]
+
+        self._saved_query = original_query
+        self._saved_all_items = original_all_items
+        Table.query = query  # type: ignore[method-assign,assignment]
+        Table.all_items = all_items  # type: ignore[method-assign,assignment]
+
+    def _encode_item_results_directly(self) -> None:
+        """moto turns every result into JSON through a generic serializer that walks the
+        botocore model shape by shape (~40% of a GetItem's time). An item operation's result is
+        plain JSON already (attribute values as {"S": ...}): dump it as it is."""
+        original = DynamoResult.execute_result
+
+        def execute_result(result: Any, context: Any) -> Any:
+            value = result.result
+            if context.operation_model.name not in PLAIN_JSON_ACTIONS or not isinstance(
+                value, dict
+            ):
+                return original(result, context)
+            plain = {key: item for key, item in value.items() if item is not None}
+            body = json.dumps(plain, default=_json_value, separators=(",", ":"))
+            return 200, {"Content-Type": "application/x-amz-json-1.0"}, body
+
+        self._saved_dynamo_result = original
+        DynamoResult.execute_result = execute_result  # type: ignore[method-assign,assignment]
+
+    def _parse_definitions_once(self) -> None:
+        """moto parses the state machine's definition (ANTLR, ~50 ms) for every execution;
+        parse each definition once. The parsed program holds no state of an execution (that
+        lives in each execution's environment), so executions can share it."""
+        original = AmazonStateLanguageParser.__dict__["parse"]  # the staticmethod itself
+        cached = functools.lru_cache(maxsize=16)(original.__func__)
+        self._saved_parse = original
+        AmazonStateLanguageParser.parse = staticmethod(cached)  # type: ignore[method-assign]
+
+    def _keep_released_names_taken(self) -> None:
+        """Step Functions refuses a second execution of a name for 90 days: so does moto, while
+        it keeps the execution. Keep refusing after `release_finished_executions` dropped it."""
+        original = StateMachine._handle_name_input_idempotency
+        released = self._released_names
+
+        def name_check(machine: Any, name: str, execution_input: str) -> Any:
+            if name in released.get(machine.arn, ()):
+                arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{machine.name}:{name}"
+                raise ExecutionAlreadyExists(f"Execution Already Exists: '{arn}'")
+            return original(machine, name, execution_input)
+
+        self._saved_name_check = original
+        StateMachine._handle_name_input_idempotency = name_check  # type: ignore[method-assign,assignment]
+
+    def release_finished_executions(self, older_than: float) -> int:
+        """Drop executions that ended more than `older_than` seconds ago, with their histories
+        and threads; return how many."""
+        backend = stepfunctions_parser_backends[ACCOUNT][REGION]
+        cutoff = time.time() - older_than
+        released = 0
+        for machine in list(backend.state_machines):
+            keep = []
+            for execution in list(machine.executions):
+                stopped = getattr(execution, "stop_date", None)
+                if execution.status != "RUNNING" and stopped and stopped.timestamp() < cutoff:
+                    self._released_names.setdefault(machine.arn, set()).add(execution.name)
+                    released += 1
+                else:
+                    keep.append(execution)
+            # In place: moto's own threads hold this list.
+            machine.executions[:] = keep
+        sfn_utils.TMP_THREADS[:] = [t for t in sfn_utils.TMP_THREADS if t.is_alive()]
+        # moto lists every model object it ever made (each DynamoDB item, and each copy a read
+        # returns) for its dashboard, which local mode does not serve: forget them.
+        reset_model_data()
+        return released
+
+    def _start_release_timer(self) -> None:
+        def release() -> None:
+            while not self._timers_stop.wait(RELEASE_EVERY_SECONDS):
+                try:
+                    self.release_finished_executions(KEEP_FINISHED_EXECUTIONS_SECONDS)
+                except Exception:
+                    log.exception("releasing finished executions failed")
+
+        thread = threading.Thread(target=release, name="release-executions", daemon=True)
+        thread.start()
+        self._timers.append(thread)
+
+
+def _json_value(value: Any) -> Any:
+    """What DynamoDB's JSON protocol makes of the non-JSON values in moto's results."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} in a DynamoDB result")
 
 
 def _oversized_expression(body: Any) -> tuple[int, dict[str, str], str] | None:

@@ -1,0 +1,189 @@
+"""What local mode changes in moto to hold a homeserver's load answers as moto (and AWS) would:
+item results encoded directly, a Query reading its partition alone, finished executions
+released with their names kept taken, and a function's Timeout enforced without a second push.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+
+from mxpush_local.gateway import LocalGateway
+from tests.conftest import Api, synapse_body, wait_until
+from tests.fakes.gotify import FakeGotify
+from tests.fakes.server import Reply
+
+DM = "message_dm_2_members.1.full"
+
+
+def _without_metadata(answer: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in answer.items() if key != "ResponseMetadata"}
+
+
+def _same_as_moto(gateway: LocalGateway, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    fast = _without_metadata(call())
+    with gateway.aws.moto_as_is():
+        slow = _without_metadata(call())
+    assert fast == slow
+    return fast
+
+
+@pytest.fixture
+def dynamodb(gateway: LocalGateway) -> Any:
+    return boto3.client("dynamodb", region_name="us-east-1")
+
+
+def test_item_operations_answer_as_motos_serializer_would(
+    gateway: LocalGateway, dynamodb: Any
+) -> None:
+    table = gateway.aws.table_name
+    rid = f"test-encoding-{uuid.uuid4().hex}"
+    item = {
+        "rid": {"S": rid},
+        "sk": {"S": "a"},
+        "text": {"S": 'héllo "quoted" \u2603'},
+        "count": {"N": "12"},
+        "ratio": {"N": "0.25"},
+        "flag": {"BOOL": True},
+        "nothing": {"NULL": True},
+        "blob": {"B": b"\x00\x01binary"},
+        "names": {"SS": ["a", "b"]},
+        "numbers": {"NS": ["1", "2.5"]},
+        "nested": {"M": {"list": {"L": [{"S": "x"}, {"N": "3"}, {"M": {"k": {"BOOL": False}}}]}}},
+    }
+    key = {"rid": {"S": rid}, "sk": {"S": "a"}}
+    dynamodb.put_item(TableName=table, Item=item)
+    put = _same_as_moto(
+        gateway, lambda: dynamodb.put_item(TableName=table, Item=item, ReturnValues="ALL_OLD")
+    )
+    assert put["Attributes"]["blob"] == {"B": b"\x00\x01binary"}
+    got = _same_as_moto(gateway, lambda: dynamodb.get_item(TableName=table, Key=key))
+    assert got["Item"]["nested"] == item["nested"]
+    assert (
+        _same_as_moto(
+            gateway, lambda: dynamodb.get_item(TableName=table, Key={**key, "sk": {"S": "none"}})
+        )
+        == {}
+    )
+    _same_as_moto(
+        gateway,
+        lambda: dynamodb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET #c = :c",
+            ExpressionAttributeNames={"#c": "count"},
+            ExpressionAttributeValues={":c": {"N": "12"}},
+            ReturnValues="ALL_NEW",
+        ),
+    )
+    _same_as_moto(
+        gateway,
+        lambda: dynamodb.batch_get_item(RequestItems={table: {"Keys": [key]}}),
+    )
+    _same_as_moto(
+        gateway,
+        lambda: dynamodb.query(
+            TableName=table,
+            KeyConditionExpression="rid = :r",
+            ExpressionAttributeValues={":r": {"S": rid}},
+            ReturnConsumedCapacity="TOTAL",
+        ),
+    )
+    with pytest.raises(dynamodb.exceptions.ConditionalCheckFailedException):
+        dynamodb.put_item(
+            TableName=table, Item=item, ConditionExpression="attribute_not_exists(rid)"
+        )
+
+
+def test_a_query_reads_its_partition_as_moto_would(gateway: LocalGateway, dynamodb: Any) -> None:
+    table = gateway.aws.table_name
+    rid = f"test-query-{uuid.uuid4().hex}"
+    for n in range(7):
+        dynamodb.put_item(
+            TableName=table,
+            Item={"rid": {"S": rid}, "sk": {"S": f"b#{n:02d}"}, "n": {"N": str(n)}},
+        )
+    dynamodb.put_item(TableName=table, Item={"rid": {"S": rid + "-other"}, "sk": {"S": "b#00"}})
+
+    def pages(**extra: Any) -> list[dict[str, Any]]:
+        answers = []
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "rid = :r AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": {":r": {"S": rid}, ":p": {"S": "b#"}},
+            "ConsistentRead": True,
+            "Limit": 3,
+            **extra,
+        }
+        while True:
+            answer = _without_metadata(dynamodb.query(**kwargs))
+            answers.append(answer)
+            if "LastEvaluatedKey" not in answer:
+                return answers
+            kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+    for extra in ({}, {"ScanIndexForward": False}):
+        fast = pages(**extra)
+        with gateway.aws.moto_as_is():
+            slow = pages(**extra)
+        assert fast == slow
+        assert sum(page["Count"] for page in fast) == 7
+    nothing = dynamodb.query(
+        TableName=table,
+        KeyConditionExpression="rid = :r",
+        ExpressionAttributeValues={":r": {"S": rid + "-absent"}},
+    )
+    assert nothing["Items"] == []
+
+
+def test_a_released_execution_is_gone_and_its_name_stays_taken(
+    gateway: LocalGateway, sfn: Any
+) -> None:
+    """A slot long past: its execution runs at once and finds nothing due."""
+    name = f"test-release-{uuid.uuid4().hex[:12]}"
+    arn = sfn.start_execution(
+        stateMachineArn=gateway.aws.state_machine_arn,
+        name=name,
+        input='{"slot": 1000, "at": "1970-01-01T00:16:40Z"}',
+    )["executionArn"]
+    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING")
+    gateway.aws.release_finished_executions(older_than=3600)
+    sfn.describe_execution(executionArn=arn)  # recent: kept
+    assert gateway.aws.release_finished_executions(older_than=0) >= 1
+    with pytest.raises(sfn.exceptions.ExecutionDoesNotExist):
+        sfn.describe_execution(executionArn=arn)
+    with pytest.raises(sfn.exceptions.ExecutionAlreadyExists):
+        sfn.start_execution(
+            stateMachineArn=gateway.aws.state_machine_arn,
+            name=name,
+            input='{"slot": 1000, "at": "1970-01-01T00:16:40Z"}',
+        )
+
+
+def test_a_sender_past_its_timeout_fails_and_the_push_is_made_once(
+    api: Api, gotify: FakeGotify, gateway: LocalGateway
+) -> None:
+    """The invocation fails at its Timeout and Lambda retries it; the late first attempt still
+    pushes (a thread cannot be frozen), and the retries find its claim: one push."""
+    attempts: list[float] = []
+    gateway.aws.functions.timeouts["GotifySenderFunction"] = 0.5
+    gateway.aws.functions.before_invoke["GotifySenderFunction"] = lambda _event: attempts.append(
+        time.monotonic()
+    )
+    # The first push outlasts the function's timeout (and stays inside OutboundHttp's).
+    gotify.queue(Reply(200, {"id": 1, "appid": 1, "message": "m", "priority": 6}, delay=1.5))
+    try:
+        pushkey = api.register(gotify, delay=0)
+        api.notify(synapse_body(DM, pushkey))
+        wait_until(lambda: len(attempts) >= 2, timeout=10)  # timed out, so Lambda retried
+        time.sleep(4)  # past the second retry (after 1 s and 2 s) and the late push
+    finally:
+        gateway.aws.functions.timeouts.pop("GotifySenderFunction")
+        gateway.aws.functions.before_invoke.pop("GotifySenderFunction")
+    assert len(gotify.requests) == 1
+    assert [entry["outcome"] for entry in api.deliveries(pushkey)] == ["delivered"]
