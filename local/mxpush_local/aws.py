@@ -133,23 +133,29 @@ class Functions:
             return self._handlers[logical_id]
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
-        """Run the handler as Lambda would, within the function's Timeout: past it the
-        invocation fails with `FunctionTimedOut`. Lambda would also freeze the attempt; a thread
-        cannot be stopped, so the late one runs on until its own calls end (OutboundHttp's
+        """Run the handler in the calling thread (an API route: API Gateway waits for it). A
+        run past the function's Timeout fails as Lambda's would, once it ends."""
+        timeout = self._timeout(logical_id)
+        started = time.monotonic()
+        result = self._run(logical_id, event, timeout)
+        if time.monotonic() - started > timeout:
+            log.warning("%s ran past its timeout of %.1f s", logical_id, timeout)
+            raise FunctionTimedOut(logical_id, timeout)
+        return result
+
+    def invoke_with_deadline(self, logical_id: str, event: dict[str, Any]) -> Any:
+        """Run the handler as Lambda does for Step Functions and asynchronous invokes: the
+        caller gets `FunctionTimedOut` at the Timeout. Lambda would also freeze the attempt; a
+        thread cannot be stopped, so the late one runs on until its own calls end (OutboundHttp's
         connect and read timeouts, well inside any sender's Timeout). It cannot push a batch a
         second time: its claim holds the batch for CLAIM_LEASE_SECONDS (90 s), longer than any
         Timeout, so a retry of the attempt finds the batch held and leaves it."""
-        timeout = self.timeouts.get(logical_id) or float(self.specs[logical_id].timeout)
-        context = FakeLambdaContext(logical_id, deadline=time.time() + timeout)
-        handler = self.handler(logical_id)
-        hook = self.before_invoke.get(logical_id)
-        outcome: list[Any] = []
+        timeout = self._timeout(logical_id)
+        outcome: list[tuple[bool, Any]] = []
 
         def run() -> None:
             try:
-                if hook is not None:
-                    hook(event)
-                outcome.append((True, handler(event, context)))
+                outcome.append((True, self._run(logical_id, event, timeout)))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 outcome.append((False, exc))
 
@@ -163,6 +169,16 @@ class Functions:
         if not succeeded:
             raise value
         return value
+
+    def _timeout(self, logical_id: str) -> float:
+        return self.timeouts.get(logical_id) or float(self.specs[logical_id].timeout)
+
+    def _run(self, logical_id: str, event: dict[str, Any], timeout: float) -> Any:
+        hook = self.before_invoke.get(logical_id)
+        if hook is not None:
+            hook(event)
+        context = FakeLambdaContext(logical_id, deadline=time.time() + timeout)
+        return self.handler(logical_id)(event, context)
 
 
 class LocalAws:
@@ -328,7 +344,7 @@ class LocalAws:
             if delay and self._timers_stop.wait(delay):
                 return
             try:
-                self.functions.invoke(logical_id, event)
+                self.functions.invoke_with_deadline(logical_id, event)
             except Exception as exc:  # noqa: BLE001 - Lambda catches everything a function raises
                 log.warning("asynchronous invocation of %s failed: %r", logical_id, exc)
                 error = exc
@@ -346,7 +362,7 @@ class LocalAws:
                 "responsePayload": {"errorType": type(error).__name__, "errorMessage": str(error)},
             }
             with suppress(Exception):
-                self.functions.invoke(ON_FAILURE_DESTINATION, record)
+                self.functions.invoke_with_deadline(ON_FAILURE_DESTINATION, record)
 
     def _start_timers(self) -> None:
         for spec in self.template.functions.values():
@@ -363,7 +379,7 @@ class LocalAws:
     def _every(self, logical_id: str, seconds: int) -> None:
         while not self._timers_stop.wait(seconds):
             try:
-                self.functions.invoke(logical_id, {"source": "aws.events"})
+                self.functions.invoke_with_deadline(logical_id, {"source": "aws.events"})
             except Exception:
                 log.exception("scheduled run of %s failed", logical_id)
 
@@ -419,7 +435,7 @@ class LocalAws:
                 aws.invoke_async(logical_id, event)
                 return b""
             try:
-                result = functions.invoke(logical_id, event)
+                result = functions.invoke_with_deadline(logical_id, event)
             except Exception as exc:  # noqa: BLE001 - reported to the state machine as Lambda does
                 response_headers["x-amz-function-error"] = "Unhandled"
                 return json.dumps(
