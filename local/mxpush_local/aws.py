@@ -38,6 +38,7 @@ from moto.dynamodb.responses import DynamoHandler, DynamoResult
 from moto.stepfunctions.exceptions import ExecutionAlreadyExists
 from moto.stepfunctions.models import StateMachine
 from moto.stepfunctions.parser import utils as sfn_utils
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
@@ -205,6 +206,7 @@ class LocalAws:
         self._saved_parse: Any = None
         self._saved_name_check: Any = None
         self._saved_dynamo_result: Any = None
+        self._saved_task_client: Any = None
         # State machine ARN -> names of the executions released (kept taken).
         self._released_names: dict[str, set[str]] = {}
         self.lambda_invocations: list[tuple[str, dict[str, Any]]] = []
@@ -229,6 +231,7 @@ class LocalAws:
         self._query_one_partition()
         self._encode_item_results_directly()
         self._parse_definitions_once()
+        self._reuse_task_clients()
         self._keep_released_names_taken()
         self._create_table()
         self._create_state_machines()
@@ -265,6 +268,8 @@ class LocalAws:
             Table.all_items = self._saved_all_items  # type: ignore[method-assign]
         if self._saved_dynamo_result is not None:
             DynamoResult.execute_result = self._saved_dynamo_result  # type: ignore[method-assign]
+        if self._saved_task_client is not None:
+            lambda_eval_utils.boto_client_for = self._saved_task_client  # type: ignore[attr-defined]
         if self._saved_parse is not None:
             AmazonStateLanguageParser.parse = self._saved_parse  # type: ignore[method-assign]
         if self._saved_name_check is not None:
@@ -564,6 +569,27 @@ class LocalAws:
         cached = functools.lru_cache(maxsize=16)(original.__func__)
         self._saved_parse = original
         AmazonStateLanguageParser.parse = staticmethod(cached)  # type: ignore[method-assign]
+
+    def _reuse_task_clients(self) -> None:
+        """moto's Lambda task makes a new boto3 client for every invocation (~10 ms: botocore
+        loads the service model and copies its event hooks each time). Clients are thread-safe
+        and moto's take no per-state credentials: make one per region."""
+        original = lambda_eval_utils.boto_client_for  # type: ignore[attr-defined]
+        clients: dict[tuple[str, str], Any] = {}
+        making = threading.Lock()
+
+        def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+            found = clients.get((region, service))
+            if found is None:
+                with making:
+                    found = clients.get((region, service))
+                    if found is None:
+                        found = original(region, service, state_credentials)
+                        clients[(region, service)] = found
+            return found
+
+        self._saved_task_client = original
+        lambda_eval_utils.boto_client_for = boto_client_for  # type: ignore[attr-defined]
 
     def _keep_released_names_taken(self) -> None:
         """Step Functions refuses a second execution of a name for 90 days: so does moto, while
