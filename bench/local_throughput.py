@@ -19,6 +19,7 @@ To see where the CPU goes, sample it from outside (cProfile sees one thread only
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import statistics
 import sys
 import threading
 import time
+import types
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -226,6 +228,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         cpu_used = cpu_seconds() - cpu_at_measure
         stop.set()
         report(args, run, measure_from, lat_from, elapsed, cpu_used, gotify)
+        say(table_footprint(gateway.aws.table_name))
         # Let the last slots fire, so the delivered count covers nearly everything sent.
         time.sleep(args.delay + 3)
         say(
@@ -235,6 +238,42 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     finally:
         gateway.stop()
         gotify.stop()
+
+
+def deep_size(root: object) -> int:
+    """Bytes reachable from `root` and not from elsewhere (roughly: types and modules are
+    skipped, shared small objects counted once per root)."""
+    seen: set[int] = set()
+    stack = [root]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.FunctionType)):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
+def table_footprint(table_name: str) -> str:
+    """What the delivery log and the indexes hold in moto: they stay for days (TTL), so they
+    grow with every notification in a run this short."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    table = dynamodb_backends["123456789012"]["us-east-1"].get_table(table_name)
+    items = [item for partition in table.items.values() for item in partition.values()]
+    kinds: dict[str, int] = {}
+    for item in items:
+        sk = str(item.range_key.value) if item.range_key else ""
+        kind = sk.split("#")[0] if "#" in sk else ("due" if "|" in sk else sk[:12])
+        kinds[kind] = kinds.get(kind, 0) + 1
+    sample = items[:: max(1, len(items) // 200)]
+    per_item = sum(deep_size(item) for item in sample) / max(1, len(sample))
+    return (
+        f"moto table: {len(items)} items {kinds}, ~{per_item / 1024:.1f} KB each in memory, "
+        f"~{len(items) * per_item / 2**20:.0f} MB in all"
+    )
 
 
 def report(  # noqa: PLR0917
