@@ -63,6 +63,13 @@ ON_FAILURE_DESTINATION = "RecordOutcomeFunction"
 # stay for tests that read a history. Their names stay taken, as Step Functions keeps them.
 KEEP_FINISHED_EXECUTIONS_SECONDS = 120.0
 RELEASE_EVERY_SECONDS = 15.0
+# DynamoDB deletes items whose TTL attribute has passed (within days); moto never does, so a
+# long local run would hold every delivery-log record forever.
+EXPIRE_EVERY_SECONDS = 60.0
+# TTL ignores timestamps more than five years in the past.
+TTL_IGNORED_BEFORE_SECONDS = 5 * 365 * 24 * 3600
+# Partitions examined per hold of the DynamoDB lock: requests wait for no longer.
+EXPIRE_PARTITIONS_PER_HOLD = 200
 # DynamoDB's item operations, whose results moto builds as plain JSON already.
 PLAIN_JSON_ACTIONS = frozenset(
     {
@@ -199,6 +206,8 @@ class LocalAws:
         )
         self._saved_invoke: Any = None
         self._saved_call_action: Any = None
+        # Held by every DynamoDB request (moto's tables are not thread-safe).
+        self._dynamodb_lock = threading.RLock()
         self._saved_worker_stop: Any = None
         self._saved_timestamp_eval: Any = None
         self._saved_query: Any = None
@@ -237,6 +246,7 @@ class LocalAws:
         self._create_state_machines()
         if self.run_schedules:
             self._start_timers()
+            self._start_expiry_timer()
         self._start_release_timer()
 
     def environment(self) -> dict[str, str]:
@@ -456,7 +466,7 @@ class LocalAws:
         threads (the state machine runs in its own threads), and it does not enforce the 4 KB
         limit on expressions. Make each request atomic and refuse oversized expressions, as
         AWS does."""
-        lock = threading.RLock()
+        lock = self._dynamodb_lock
         original = DynamoHandler.call_action
 
         def call_action(handler: Any) -> Any:
@@ -629,6 +639,49 @@ class LocalAws:
         reset_model_data()
         return released
 
+    def expire_items(self, now: float) -> int:
+        """Delete the table's items whose TTL attribute is past `now`, as DynamoDB's TTL does;
+        return how many."""
+        attribute = (self.template.table_properties.get("TimeToLiveSpecification") or {}).get(
+            "AttributeName"
+        )
+        if not attribute:
+            return 0
+        from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415 - moto's, once
+
+        table = dynamodb_backends[ACCOUNT][REGION].get_table(self.table_name)
+        with self._dynamodb_lock:
+            partitions = list(table.items.keys())
+        expired = 0
+        for start in range(0, len(partitions), EXPIRE_PARTITIONS_PER_HOLD):
+            with self._dynamodb_lock:
+                for key in partitions[start : start + EXPIRE_PARTITIONS_PER_HOLD]:
+                    partition = table.items.get(key)
+                    if partition is None:
+                        continue
+                    items: list[Any] = (
+                        list(partition.values()) if table.range_key_attr else [partition]
+                    )
+                    for item in items:
+                        if _expired(item, attribute, now):
+                            table.delete_item(item.hash_key, item.range_key)
+                            expired += 1
+                    if table.range_key_attr and not partition:
+                        del table.items[key]
+        return expired
+
+    def _start_expiry_timer(self) -> None:
+        def expire() -> None:
+            while not self._timers_stop.wait(EXPIRE_EVERY_SECONDS):
+                try:
+                    self.expire_items(time.time())
+                except Exception:
+                    log.exception("expiring items failed")
+
+        thread = threading.Thread(target=expire, name="ttl", daemon=True)
+        thread.start()
+        self._timers.append(thread)
+
     def _start_release_timer(self) -> None:
         def release() -> None:
             while not self._timers_stop.wait(RELEASE_EVERY_SECONDS):
@@ -640,6 +693,17 @@ class LocalAws:
         thread = threading.Thread(target=release, name="release-executions", daemon=True)
         thread.start()
         self._timers.append(thread)
+
+
+def _expired(item: Any, attribute: str, now: float) -> bool:
+    value = item.attrs.get(attribute)
+    if value is None or value.type != "N":
+        return False
+    try:
+        at = float(value.value)
+    except ValueError:
+        return False
+    return now - TTL_IGNORED_BEFORE_SECONDS < at < now
 
 
 def _json_value(value: Any) -> Any:

@@ -187,3 +187,39 @@ def test_a_sender_past_its_timeout_fails_and_the_push_is_made_once(
         gateway.aws.functions.before_invoke.pop("GotifySenderFunction")
     assert len(gotify.requests) == 1
     assert [entry["outcome"] for entry in api.deliveries(pushkey)] == ["delivered"]
+
+
+def test_items_past_their_ttl_are_deleted_as_dynamodb_would(
+    gateway: LocalGateway, dynamodb: Any
+) -> None:
+    """moto never expires items; a local run of days would keep every log record."""
+    table = gateway.aws.table_name
+    rid = f"test-ttl-{uuid.uuid4().hex}"
+    now = time.time()
+    expires = {
+        "past": {"N": str(int(now) - 10)},
+        "future": {"N": str(int(now) + 3600)},
+        "ancient": {"N": str(int(now) - 6 * 365 * 24 * 3600)},  # TTL ignores these
+        "text": {"S": str(int(now) - 10)},  # and values that are not numbers
+    }
+    for sk, value in expires.items():
+        dynamodb.put_item(
+            TableName=table, Item={"rid": {"S": rid}, "sk": {"S": sk}, "expires_at": value}
+        )
+    dynamodb.put_item(
+        TableName=table,
+        Item={"rid": {"S": rid + "-gone"}, "sk": {"S": "only"}, "expires_at": expires["past"]},
+    )
+
+    assert gateway.aws.expire_items(now) >= 2
+
+    left = dynamodb.query(
+        TableName=table,
+        KeyConditionExpression="rid = :r",
+        ExpressionAttributeValues={":r": {"S": rid}},
+    )["Items"]
+    assert sorted(item["sk"]["S"] for item in left) == ["ancient", "future", "text"]
+    gone = dynamodb.get_item(
+        TableName=table, Key={"rid": {"S": rid + "-gone"}, "sk": {"S": "only"}}
+    )
+    assert "Item" not in gone
