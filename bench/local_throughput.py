@@ -265,8 +265,12 @@ def table_footprint(table_name: str) -> str:
     items = [item for partition in table.items.values() for item in partition.values()]
     kinds: dict[str, int] = {}
     for item in items:
+        rid = str(item.hash_key.value)
         sk = str(item.range_key.value) if item.range_key else ""
-        kind = sk.split("#")[0] if "#" in sk else ("due" if "|" in sk else sk[:12])
+        if "#" in rid.split("|", maxsplit=1)[0][:8]:
+            kind = rid.split("#", maxsplit=1)[0]  # due#, slots#, claim#
+        else:
+            kind = "batch" if sk.startswith("b#") else sk
         kinds[kind] = kinds.get(kind, 0) + 1
     sample = items[:: max(1, len(items) // 200)]
     per_item = sum(deep_size(item) for item in sample) / max(1, len(sample))

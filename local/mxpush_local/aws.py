@@ -31,6 +31,7 @@ from typing import Any
 import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.core import responses as moto_responses
 from moto.core.model_instances import reset_model_data
 from moto.dynamodb.exceptions import MockValidationException
 from moto.dynamodb.models.table import Table
@@ -216,6 +217,7 @@ class LocalAws:
         self._saved_name_check: Any = None
         self._saved_dynamo_result: Any = None
         self._saved_task_client: Any = None
+        self._saved_method_names: Any = None
         # State machine ARN -> names of the executions released (kept taken).
         self._released_names: dict[str, set[str]] = {}
         self.lambda_invocations: list[tuple[str, dict[str, Any]]] = []
@@ -241,6 +243,7 @@ class LocalAws:
         self._encode_item_results_directly()
         self._parse_definitions_once()
         self._reuse_task_clients()
+        self._list_handler_methods_once()
         self._keep_released_names_taken()
         self._create_table()
         self._create_state_machines()
@@ -278,6 +281,8 @@ class LocalAws:
             Table.all_items = self._saved_all_items  # type: ignore[method-assign]
         if self._saved_dynamo_result is not None:
             DynamoResult.execute_result = self._saved_dynamo_result  # type: ignore[method-assign]
+        if self._saved_method_names is not None:
+            moto_responses.method_names_from_class = self._saved_method_names  # type: ignore[attr-defined]
         if self._saved_task_client is not None:
             lambda_eval_utils.boto_client_for = self._saved_task_client  # type: ignore[attr-defined]
         if self._saved_parse is not None:
@@ -600,6 +605,13 @@ class LocalAws:
 
         self._saved_task_client = original
         lambda_eval_utils.boto_client_for = boto_client_for  # type: ignore[attr-defined]
+
+    def _list_handler_methods_once(self) -> None:
+        """moto lists a response class's methods (inspect.getmembers) on every request; they
+        never change: list them once per class."""
+        original = moto_responses.method_names_from_class  # type: ignore[attr-defined]
+        self._saved_method_names = original
+        moto_responses.method_names_from_class = functools.lru_cache(maxsize=None)(original)  # type: ignore[attr-defined]
 
     def _keep_released_names_taken(self) -> None:
         """Step Functions refuses a second execution of a name for 90 days: so does moto, while
