@@ -13,7 +13,8 @@ from typing import Any
 import boto3
 import pytest
 
-from mxpush_local.gateway import LocalGateway
+from mxpush_local.gateway import TEMPLATE, LocalGateway
+from mxpush_local.template import load_template
 from tests.conftest import Api, synapse_body, wait_until
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.server import Reply
@@ -223,3 +224,13 @@ def test_items_past_their_ttl_are_deleted_as_dynamodb_would(
         TableName=table, Key={"rid": {"S": rid + "-gone"}, "sk": {"S": "only"}}
     )
     assert "Item" not in gone
+
+
+def test_each_function_runs_within_the_timeout_the_template_gives_it() -> None:
+    functions = load_template(TEMPLATE).functions
+    assert functions["GotifySenderFunction"].timeout == 30  # its own Timeout
+    assert functions["NotifyFunction"].timeout == 15  # the Globals' one
+    # Every sender gives up on a backend (OutboundHttp: 5 s connect, 10 s read) well before.
+    senders = [spec for name, spec in functions.items() if name.endswith("SenderFunction")]
+    assert senders
+    assert all(spec.timeout >= 30 for spec in senders)
