@@ -635,16 +635,13 @@ class LocalAws:
         cutoff = time.time() - older_than
         released = 0
         for machine in list(backend.state_machines):
-            keep = []
             for execution in list(machine.executions):
                 stopped = getattr(execution, "stop_date", None)
                 if execution.status != "RUNNING" and stopped and stopped.timestamp() < cutoff:
                     self._released_names.setdefault(machine.arn, set()).add(execution.name)
+                    # One by one, in place: StartExecution appends to this list meanwhile.
+                    machine.executions.remove(execution)
                     released += 1
-                else:
-                    keep.append(execution)
-            # In place: moto's own threads hold this list.
-            machine.executions[:] = keep
         sfn_utils.TMP_THREADS[:] = [t for t in sfn_utils.TMP_THREADS if t.is_alive()]
         # moto lists every model object it ever made (each DynamoDB item, and each copy a read
         # returns) for its dashboard, which local mode does not serve: forget them.
