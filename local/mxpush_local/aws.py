@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -64,6 +65,7 @@ ON_FAILURE_DESTINATION = "RecordOutcomeFunction"
 # stay for tests that read a history. Their names stay taken, as Step Functions keeps them.
 KEEP_FINISHED_EXECUTIONS_SECONDS = 120.0
 RELEASE_EVERY_SECONDS = 15.0
+KEPT_LAMBDA_INVOCATIONS = 1000
 # DynamoDB deletes items whose TTL attribute has passed (within days); moto never does, so a
 # long local run would hold every delivery-log record forever.
 EXPIRE_EVERY_SECONDS = 60.0
@@ -220,7 +222,10 @@ class LocalAws:
         self._saved_method_names: Any = None
         # State machine ARN -> names of the executions released (kept taken).
         self._released_names: dict[str, set[str]] = {}
-        self.lambda_invocations: list[tuple[str, dict[str, Any]]] = []
+        # The latest Lambda invokes through moto (bounded: a long run makes millions).
+        self.lambda_invocations: deque[tuple[str, dict[str, Any]]] = deque(
+            maxlen=KEPT_LAMBDA_INVOCATIONS
+        )
         self._async_pool: ThreadPoolExecutor | None = None
         self._timers_stop = threading.Event()
         self._timers: list[threading.Thread] = []
