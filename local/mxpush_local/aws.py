@@ -8,18 +8,23 @@ Only one `LocalAws` may run per process (moto patches botocore process-wide).
 
 from __future__ import annotations
 
+import base64
+import functools
 import importlib.util
+import inspect
 import json
 import logging
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,10 +32,19 @@ from typing import Any
 import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.core import responses as moto_responses
+from moto.core.model_instances import reset_model_data
 from moto.dynamodb.exceptions import MockValidationException
-from moto.dynamodb.responses import DynamoHandler
+from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler, DynamoResult
+from moto.stepfunctions.exceptions import ExecutionAlreadyExists
+from moto.stepfunctions.models import StateMachine
+from moto.stepfunctions.parser import utils as sfn_utils
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from mxpush.model import Outcome
 from mxpush_local.state import Journal
@@ -47,6 +61,41 @@ Handler = Callable[[dict[str, Any], Any], Any]
 # seconds), then sends it to the function's on-failure destination.
 ASYNC_RETRY_DELAYS = (1.0, 2.0)
 ON_FAILURE_DESTINATION = "RecordOutcomeFunction"
+# Finished executions (and their histories) are dropped from moto this long after they end:
+# moto keeps every one forever, and each StartExecution and lookup walks them all. Recent ones
+# stay for tests that read a history. Their names stay taken, as Step Functions keeps them.
+KEEP_FINISHED_EXECUTIONS_SECONDS = 120.0
+RELEASE_EVERY_SECONDS = 15.0
+KEPT_LAMBDA_INVOCATIONS = 1000
+# DynamoDB deletes items whose TTL attribute has passed (within days); moto never does, so a
+# long local run would hold every delivery-log record forever.
+EXPIRE_EVERY_SECONDS = 60.0
+# TTL ignores timestamps more than five years in the past.
+TTL_IGNORED_BEFORE_SECONDS = 5 * 365 * 24 * 3600
+# Partitions examined per hold of the DynamoDB lock: requests wait for no longer.
+EXPIRE_PARTITIONS_PER_HOLD = 200
+# DynamoDB's item operations, whose results moto builds as plain JSON already.
+PLAIN_JSON_ACTIONS = frozenset(
+    {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "Scan",
+        "BatchGetItem",
+        "BatchWriteItem",
+        "TransactGetItems",
+        "TransactWriteItems",
+    }
+)
+
+
+class FunctionTimedOut(Exception):
+    """What Lambda reports for an invocation that ran past the function's Timeout."""
+
+    def __init__(self, logical_id: str, seconds: float) -> None:
+        super().__init__(f"{logical_id}: Task timed out after {seconds:.2f} seconds")
 
 
 def function_arn(logical_id: str) -> str:
@@ -80,6 +129,8 @@ class Functions:
         self._loading = threading.Lock()
         # Fault injection for tests: logical id -> callable run before the handler.
         self.before_invoke: dict[str, Callable[[dict[str, Any]], None]] = {}
+        # Tests: logical id -> seconds, in place of the template's Timeout.
+        self.timeouts: dict[str, float] = {}
 
     def handler(self, logical_id: str) -> Handler:
         found = self._handlers.get(logical_id)
@@ -94,10 +145,52 @@ class Functions:
             return self._handlers[logical_id]
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        """Run the handler in the calling thread (an API route: API Gateway waits for it). A
+        run past the function's Timeout fails as Lambda's would, once it ends."""
+        timeout = self._timeout(logical_id)
+        started = time.monotonic()
+        result = self._run(logical_id, event, timeout)
+        if time.monotonic() - started > timeout:
+            log.warning("%s ran past its timeout of %.1f s", logical_id, timeout)
+            raise FunctionTimedOut(logical_id, timeout)
+        return result
+
+    def invoke_with_deadline(self, logical_id: str, event: dict[str, Any]) -> Any:
+        """Run the handler as Lambda does for Step Functions and asynchronous invokes: the
+        caller gets `FunctionTimedOut` at the Timeout. Lambda would also freeze the attempt; a
+        thread cannot be stopped, so the late one runs on until its own calls end (OutboundHttp's
+        connect and read timeouts, well inside any sender's Timeout). It cannot push a batch a
+        second time: its claim holds the batch for CLAIM_LEASE_SECONDS (90 s), longer than any
+        Timeout, so a retry of the attempt finds the batch held and leaves it."""
+        timeout = self._timeout(logical_id)
+        outcome: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, self._run(logical_id, event, timeout)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                outcome.append((False, exc))
+
+        worker = threading.Thread(target=run, name=f"lambda-{logical_id}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if not outcome:
+            log.warning("%s ran past its timeout of %.1f s", logical_id, timeout)
+            raise FunctionTimedOut(logical_id, timeout)
+        succeeded, value = outcome[0]
+        if not succeeded:
+            raise value
+        return value
+
+    def _timeout(self, logical_id: str) -> float:
+        return self.timeouts.get(logical_id) or float(self.specs[logical_id].timeout)
+
+    def _run(self, logical_id: str, event: dict[str, Any], timeout: float) -> Any:
         hook = self.before_invoke.get(logical_id)
         if hook is not None:
             hook(event)
-        return self.handler(logical_id)(event, FakeLambdaContext(logical_id))
+        context = FakeLambdaContext(logical_id, deadline=time.time() + timeout)
+        return self.handler(logical_id)(event, context)
 
 
 class LocalAws:
@@ -117,9 +210,23 @@ class LocalAws:
         )
         self._saved_invoke: Any = None
         self._saved_call_action: Any = None
+        # Held by every DynamoDB request (moto's tables are not thread-safe).
+        self._dynamodb_lock = threading.RLock()
         self._saved_worker_stop: Any = None
         self._saved_timestamp_eval: Any = None
-        self.lambda_invocations: list[tuple[str, dict[str, Any]]] = []
+        self._saved_query: Any = None
+        self._saved_all_items: Any = None
+        self._saved_parse: Any = None
+        self._saved_name_check: Any = None
+        self._saved_dynamo_result: Any = None
+        self._saved_task_client: Any = None
+        self._saved_method_names: Any = None
+        # State machine ARN -> names of the executions released (kept taken).
+        self._released_names: dict[str, set[str]] = {}
+        # The latest Lambda invokes through moto (bounded: a long run makes millions).
+        self.lambda_invocations: deque[tuple[str, dict[str, Any]]] = deque(
+            maxlen=KEPT_LAMBDA_INVOCATIONS
+        )
         self._async_pool: ThreadPoolExecutor | None = None
         self._timers_stop = threading.Event()
         self._timers: list[threading.Thread] = []
@@ -140,11 +247,19 @@ class LocalAws:
         self._serialize_dynamodb()
         self._allow_immediate_stop()
         self._precise_timestamp_wait()
+        self._query_one_partition()
+        self._encode_item_results_directly()
+        self._parse_definitions_once()
+        self._reuse_task_clients()
+        self._list_handler_methods_once()
+        self._keep_released_names_taken()
         self._create_table()
         self._load_journal()
         self._create_state_machines()
         if self.run_schedules:
             self._start_timers()
+            self._start_expiry_timer()
+        self._start_release_timer()
 
     def environment(self) -> dict[str, str]:
         """What the template passes the functions about each other (names, state machines)."""
@@ -172,6 +287,38 @@ class LocalAws:
             ExecutionWorker.stop = self._saved_worker_stop  # type: ignore[method-assign]
         if self._saved_timestamp_eval is not None:
             Timestamp._eval_body = self._saved_timestamp_eval  # type: ignore[method-assign]
+        if self._saved_query is not None:
+            Table.query = self._saved_query  # type: ignore[method-assign]
+            Table.all_items = self._saved_all_items  # type: ignore[method-assign]
+        if self._saved_dynamo_result is not None:
+            DynamoResult.execute_result = self._saved_dynamo_result  # type: ignore[method-assign]
+        if self._saved_method_names is not None:
+            moto_responses.method_names_from_class = self._saved_method_names  # type: ignore[attr-defined]
+        if self._saved_task_client is not None:
+            lambda_eval_utils.boto_client_for = self._saved_task_client  # type: ignore[attr-defined]
+        if self._saved_parse is not None:
+            AmazonStateLanguageParser.parse = self._saved_parse  # type: ignore[method-assign]
+        if self._saved_name_check is not None:
+            StateMachine._handle_name_input_idempotency = self._saved_name_check  # type: ignore[method-assign]
+
+    @contextmanager
+    def moto_as_is(self) -> Iterator[None]:
+        """Tests: moto's own DynamoDB query, result encoding and definition parsing in place of
+        the faster ones here, to compare the two."""
+        patched = (
+            (Table, "query", self._saved_query),
+            (Table, "all_items", self._saved_all_items),
+            (DynamoResult, "execute_result", self._saved_dynamo_result),
+            (AmazonStateLanguageParser, "parse", self._saved_parse),
+        )
+        current = [(owner, name, owner.__dict__[name]) for owner, name, _ in patched]
+        try:
+            for owner, name, original in patched:
+                setattr(owner, name, original)
+            yield
+        finally:
+            for owner, name, value in current:
+                setattr(owner, name, value)
 
     def stop_running_executions(self) -> None:
         """Stop every execution still running (tests: none outlives the test that started it)."""
@@ -228,7 +375,7 @@ class LocalAws:
             if delay and self._timers_stop.wait(delay):
                 return
             try:
-                self.functions.invoke(logical_id, event)
+                self.functions.invoke_with_deadline(logical_id, event)
             except Exception as exc:  # noqa: BLE001 - Lambda catches everything a function raises
                 log.warning("asynchronous invocation of %s failed: %r", logical_id, exc)
                 error = exc
@@ -246,7 +393,7 @@ class LocalAws:
                 "responsePayload": {"errorType": type(error).__name__, "errorMessage": str(error)},
             }
             with suppress(Exception):
-                self.functions.invoke(ON_FAILURE_DESTINATION, record)
+                self.functions.invoke_with_deadline(ON_FAILURE_DESTINATION, record)
 
     def _start_timers(self) -> None:
         for spec in self.template.functions.values():
@@ -263,7 +410,7 @@ class LocalAws:
     def _every(self, logical_id: str, seconds: int) -> None:
         while not self._timers_stop.wait(seconds):
             try:
-                self.functions.invoke(logical_id, {"source": "aws.events"})
+                self.functions.invoke_with_deadline(logical_id, {"source": "aws.events"})
             except Exception:
                 log.exception("scheduled run of %s failed", logical_id)
 
@@ -319,7 +466,7 @@ class LocalAws:
                 aws.invoke_async(logical_id, event)
                 return b""
             try:
-                result = functions.invoke(logical_id, event)
+                result = functions.invoke_with_deadline(logical_id, event)
             except Exception as exc:  # noqa: BLE001 - reported to the state machine as Lambda does
                 response_headers["x-amz-function-error"] = "Unhandled"
                 return json.dumps(
@@ -335,7 +482,7 @@ class LocalAws:
         threads (the state machine runs in its own threads), and it does not enforce the 4 KB
         limit on expressions. Make each request atomic and refuse oversized expressions, as
         AWS does."""
-        lock = threading.RLock()
+        lock = self._dynamodb_lock
         original = DynamoHandler.call_action
         aws = self
 
@@ -398,6 +545,211 @@ class LocalAws:
 
         self._saved_timestamp_eval = original
         Timestamp._eval_body = eval_body  # type: ignore[method-assign,assignment]
+
+    # --- holding a homeserver's load (moto keeps everything, and scans for everything) -----
+
+    def _query_one_partition(self) -> None:
+        """moto answers a Query on the table by sorting every item of the table, then keeping
+        the partition's: a cost that grows with the table, on the notify path. Hand it the
+        partition alone (Queries on an index keep moto's way)."""
+        original_query = Table.query
+        original_all_items = Table.all_items
+        signature = inspect.signature(original_query)
+        partition_only = threading.local()
+
+        def query(table: Any, *args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(table, *args, **kwargs)
+            if bound.arguments.get("index_name") or bound.arguments.get("hash_key") is None:
+                return original_query(table, *args, **kwargs)
+            partition_only.key = bound.arguments["hash_key"]
+            try:
+                return original_query(table, *args, **kwargs)
+            finally:
+                partition_only.key = None
+
+        def all_items(table: Any) -> Any:
+            key = getattr(partition_only, "key", None)
+            if key is None:
+                return original_all_items(table)
+            partition = table.items.get(key)
+            if partition is None:
+                return []
+            return list(partition.values()) if table.range_key_attr else [partition]
+
+        self._saved_query = original_query
+        self._saved_all_items = original_all_items
+        Table.query = query  # type: ignore[method-assign,assignment]
+        Table.all_items = all_items  # type: ignore[method-assign,assignment]
+
+    def _encode_item_results_directly(self) -> None:
+        """moto turns every result into JSON through a generic serializer that walks the
+        botocore model shape by shape (~40% of a GetItem's time). An item operation's result is
+        plain JSON already (attribute values as {"S": ...}): dump it as it is."""
+        original = DynamoResult.execute_result
+
+        def execute_result(result: Any, context: Any) -> Any:
+            value = result.result
+            if context.operation_model.name not in PLAIN_JSON_ACTIONS or not isinstance(
+                value, dict
+            ):
+                return original(result, context)
+            plain = {key: item for key, item in value.items() if item is not None}
+            body = json.dumps(plain, default=_json_value, separators=(",", ":"))
+            return 200, {"Content-Type": "application/x-amz-json-1.0"}, body
+
+        self._saved_dynamo_result = original
+        DynamoResult.execute_result = execute_result  # type: ignore[method-assign,assignment]
+
+    def _parse_definitions_once(self) -> None:
+        """moto parses the state machine's definition (ANTLR, ~50 ms) for every execution;
+        parse each definition once. The parsed program holds no state of an execution (that
+        lives in each execution's environment), so executions can share it."""
+        original = AmazonStateLanguageParser.__dict__["parse"]  # the staticmethod itself
+        cached = functools.lru_cache(maxsize=16)(original.__func__)
+        self._saved_parse = original
+        AmazonStateLanguageParser.parse = staticmethod(cached)  # type: ignore[method-assign]
+
+    def _reuse_task_clients(self) -> None:
+        """moto's Lambda task makes a new boto3 client for every invocation (~10 ms: botocore
+        loads the service model and copies its event hooks each time). Clients are thread-safe
+        and moto's take no per-state credentials: make one per region."""
+        original = lambda_eval_utils.boto_client_for  # type: ignore[attr-defined]
+        clients: dict[tuple[str, str], Any] = {}
+        making = threading.Lock()
+
+        def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+            found = clients.get((region, service))
+            if found is None:
+                with making:
+                    found = clients.get((region, service))
+                    if found is None:
+                        found = original(region, service, state_credentials)
+                        clients[(region, service)] = found
+            return found
+
+        self._saved_task_client = original
+        lambda_eval_utils.boto_client_for = boto_client_for  # type: ignore[attr-defined]
+
+    def _list_handler_methods_once(self) -> None:
+        """moto lists a response class's methods (inspect.getmembers) on every request; they
+        never change: list them once per class."""
+        original = moto_responses.method_names_from_class  # type: ignore[attr-defined]
+        self._saved_method_names = original
+        moto_responses.method_names_from_class = functools.lru_cache(maxsize=None)(original)  # type: ignore[attr-defined]
+
+    def _keep_released_names_taken(self) -> None:
+        """Step Functions refuses a second execution of a name for 90 days: so does moto, while
+        it keeps the execution. Keep refusing after `release_finished_executions` dropped it."""
+        original = StateMachine._handle_name_input_idempotency
+        released = self._released_names
+
+        def name_check(machine: Any, name: str, execution_input: str) -> Any:
+            if name in released.get(machine.arn, ()):
+                arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{machine.name}:{name}"
+                raise ExecutionAlreadyExists(f"Execution Already Exists: '{arn}'")
+            return original(machine, name, execution_input)
+
+        self._saved_name_check = original
+        StateMachine._handle_name_input_idempotency = name_check  # type: ignore[method-assign,assignment]
+
+    def release_finished_executions(self, older_than: float) -> int:
+        """Drop executions that ended more than `older_than` seconds ago, with their histories
+        and threads; return how many."""
+        backend = stepfunctions_parser_backends[ACCOUNT][REGION]
+        cutoff = time.time() - older_than
+        released = 0
+        for machine in list(backend.state_machines):
+            for execution in list(machine.executions):
+                stopped = getattr(execution, "stop_date", None)
+                if execution.status != "RUNNING" and stopped and stopped.timestamp() < cutoff:
+                    self._released_names.setdefault(machine.arn, set()).add(execution.name)
+                    # One by one, in place: StartExecution appends to this list meanwhile.
+                    machine.executions.remove(execution)
+                    released += 1
+        sfn_utils.TMP_THREADS[:] = [t for t in sfn_utils.TMP_THREADS if t.is_alive()]
+        # moto lists every model object it ever made (each DynamoDB item, and each copy a read
+        # returns) for its dashboard, which local mode does not serve: forget them.
+        reset_model_data()
+        return released
+
+    def expire_items(self, now: float) -> int:
+        """Delete the table's items whose TTL attribute is past `now`, as DynamoDB's TTL does;
+        return how many."""
+        attribute = (self.template.table_properties.get("TimeToLiveSpecification") or {}).get(
+            "AttributeName"
+        )
+        if not attribute:
+            return 0
+        from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415 - moto's, once
+
+        table = dynamodb_backends[ACCOUNT][REGION].get_table(self.table_name)
+        with self._dynamodb_lock:
+            partitions = list(table.items.keys())
+        expired = 0
+        for start in range(0, len(partitions), EXPIRE_PARTITIONS_PER_HOLD):
+            with self._dynamodb_lock:
+                for key in partitions[start : start + EXPIRE_PARTITIONS_PER_HOLD]:
+                    partition = table.items.get(key)
+                    if partition is None:
+                        continue
+                    items: list[Any] = (
+                        list(partition.values()) if table.range_key_attr else [partition]
+                    )
+                    for item in items:
+                        if _expired(item, attribute, now):
+                            table.delete_item(item.hash_key, item.range_key)
+                            expired += 1
+                    if table.range_key_attr and not partition:
+                        del table.items[key]
+        return expired
+
+    def _start_expiry_timer(self) -> None:
+        def expire() -> None:
+            while not self._timers_stop.wait(EXPIRE_EVERY_SECONDS):
+                try:
+                    self.expire_items(time.time())
+                except Exception:
+                    log.exception("expiring items failed")
+
+        thread = threading.Thread(target=expire, name="ttl", daemon=True)
+        thread.start()
+        self._timers.append(thread)
+
+    def _start_release_timer(self) -> None:
+        def release() -> None:
+            while not self._timers_stop.wait(RELEASE_EVERY_SECONDS):
+                try:
+                    self.release_finished_executions(KEEP_FINISHED_EXECUTIONS_SECONDS)
+                except Exception:
+                    log.exception("releasing finished executions failed")
+
+        thread = threading.Thread(target=release, name="release-executions", daemon=True)
+        thread.start()
+        self._timers.append(thread)
+
+
+def _expired(item: Any, attribute: str, now: float) -> bool:
+    value = item.attrs.get(attribute)
+    if value is None or value.type != "N":
+        return False
+    try:
+        at = float(value.value)
+    except ValueError:
+        return False
+    return now - TTL_IGNORED_BEFORE_SECONDS < at < now
+
+
+def _json_value(value: Any) -> Any:
+    """What DynamoDB's JSON protocol makes of the non-JSON values in moto's results."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} in a DynamoDB result")
 
 
 def _oversized_expression(body: Any) -> tuple[int, dict[str, str], str] | None:

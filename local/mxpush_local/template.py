@@ -53,6 +53,8 @@ class FunctionSpec:
     environment: dict[str, str] = field(default_factory=dict)
     # Schedule events (`rate(1 minute)`), as seconds.
     schedules: tuple[int, ...] = ()
+    # Seconds an invocation may run (the function's Timeout, else the Globals' one).
+    timeout: int = 3
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Template:
 def load_template(path: Path) -> Template:
     document = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
     resources: dict[str, Any] = document["Resources"]
+    # Lambda's default Timeout is 3 s.
+    default_timeout = int(((document.get("Globals") or {}).get("Function") or {}).get("Timeout", 3))
     root = path.parent
     functions: dict[str, FunctionSpec] = {}
     state_machines: dict[str, StateMachineSpec] = {}
@@ -107,6 +111,7 @@ def load_template(path: Path) -> Template:
                 routes=routes,
                 environment={k: _SUBSTITUTION.sub(r"\1", v) for k, v in environment.items()},
                 schedules=schedules,
+                timeout=int(props.get("Timeout", default_timeout)),
             )
         elif kind == "AWS::Serverless::StateMachine":
             substitutions = {
