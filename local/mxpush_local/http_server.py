@@ -262,6 +262,9 @@ class HttpServer:
         if self._stopped:
             return
         self._stopped = True
+        # Worker threads first: one finishing a request wakes the loop through its trigger pipe,
+        # which must still be open then (closing it first gave EBADF now and then).
+        self._dispatcher.shutdown(timeout=5)
         # The loop owns the sockets: close them from its thread; it returns once none is left.
         trigger = cast(Any, self._server).trigger
         trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
@@ -269,4 +272,3 @@ class HttpServer:
             self._thread.join(timeout=10)
         else:
             wasyncore.close_all(self._map)
-        self._dispatcher.shutdown(timeout=5)
