@@ -201,6 +201,10 @@ class DeliverySide(StoreBase):
         else:
             condition = "claim = :token"
             values[":token"] = {"S": token}
+        if outcome is Outcome.REJECTED:
+            # First: once the log says `rejected`, the registration says so too (the backend's
+            # answer stands, whoever writes the batch's outcome).
+            self.mark_rejected(rid, reason=reason or "rejected by the backend", now=now)
         try:
             self._call(
                 "UpdateItem",
@@ -212,8 +216,6 @@ class DeliverySide(StoreBase):
             )
         except ConditionFailed:
             return False
-        if outcome is Outcome.REJECTED:
-            self.mark_rejected(rid, reason=reason or "rejected by the backend", now=now)
         return True
 
     def hand_to_retry(self, rid: str, sk: str, *, token: str, reason: str) -> bool:
