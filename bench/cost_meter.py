@@ -85,25 +85,27 @@ class Meter:
 
     def install(self) -> None:
         original_call = BaseClient._make_api_call  # type: ignore[attr-defined]
-        original_invoke = self.functions.invoke
+        # Every way local mode runs a handler (API routes, Step Functions tasks, asynchronous
+        # invokes, schedules) ends in `Functions._run`, in the thread that runs it.
+        original_run = self.functions._run
         meter = self
 
         def make_api_call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
             return meter._api_call(client, operation, params, original_call)
 
-        def invoke(logical_id: str, event: dict[str, Any]) -> Any:
-            return meter._invoke(logical_id, event, original_invoke)
+        def run(logical_id: str, event: dict[str, Any], timeout: float) -> Any:
+            return meter._invoke(logical_id, event, lambda i, e: original_run(i, e, timeout))
 
         self._saved_api_call = original_call
-        self._saved_invoke = original_invoke
+        self._saved_invoke = original_run
         BaseClient._make_api_call = make_api_call  # type: ignore[attr-defined]
-        self.functions.invoke = invoke  # type: ignore[method-assign]
+        self.functions._run = run  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
         if self._saved_api_call is not None:
             BaseClient._make_api_call = self._saved_api_call  # type: ignore[attr-defined]
         if self._saved_invoke is not None:
-            self.functions.invoke = self._saved_invoke  # type: ignore[method-assign]
+            self.functions._run = self._saved_invoke  # type: ignore[method-assign]
 
     def start(self) -> Tally:
         """Count from now on, into a fresh tally."""
