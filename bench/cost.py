@@ -560,9 +560,9 @@ def _env_number(name: str, default: float) -> float:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--a-notifications", type=int, default=int(_env_number("BENCH_COST_A_NOTIFICATIONS", 3000))
+        "--a-notifications", type=int, default=int(_env_number("BENCH_COST_A_NOTIFICATIONS", 1500))
     )
-    parser.add_argument("--rate", type=float, default=_env_number("BENCH_COST_RATE", 50))
+    parser.add_argument("--rate", type=float, default=_env_number("BENCH_COST_RATE", 15))
     parser.add_argument(
         "--quiet-seconds", type=int, default=int(_env_number("BENCH_COST_QUIET_SECONDS", 180))
     )
