@@ -34,8 +34,8 @@ HANDLERS = {
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
 
 
-def import_time(statement: str, extra_path: Path | None = None) -> float:
-    """Median time of `statement` in fresh interpreters (seconds), interpreter start excluded."""
+def import_once(statement: str, extra_path: Path | None = None) -> float:
+    """Time of `statement` in a fresh interpreter (seconds), interpreter start excluded."""
     path = [str(ROOT / "layers" / "mxpush")] + ([str(extra_path)] if extra_path else [])
     code = (
         "import sys, time; sys.path[:0] = "
@@ -45,26 +45,30 @@ def import_time(statement: str, extra_path: Path | None = None) -> float:
         + "; print(time.perf_counter() - t)"
     )
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0", "AWS_REGION": "us-east-1"}
-    samples = []
-    for _ in range(RUNS):
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-        )
-        samples.append(float(out.stdout.strip()))
-    return statistics.median(samples)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return float(out.stdout.strip())
 
 
 def cold_start() -> None:
-    print("## Cold start: import time in a fresh interpreter (median of", RUNS, "runs)")
-    boto3_time = import_time("import boto3")
-    botocore_time = import_time("import botocore.session")
+    """Round-robin over the targets, so that a swing in the machine's load hits them all alike;
+    each ratio is the median of the per-round ratios to that round's `import boto3`."""
+    print("## Cold start: import time in a fresh interpreter (median of", RUNS, "rounds)")
+    targets: dict[str, tuple[str, Path | None]] = {
+        "import boto3": ("import boto3", None),
+        "import botocore.session": ("import botocore.session", None),
+        **{f"{n}_handler": (f"import {n}_handler", f) for n, f in HANDLERS.items()},
+    }
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    for _ in range(RUNS):
+        for name, (statement, folder) in targets.items():
+            samples[name].append(import_once(statement, folder))
+    boto3_samples = samples["import boto3"]
     print(f"{'module':<34}{'ms':>8}{'x boto3':>10}")
-    ratio = botocore_time / boto3_time
-    print(f"{'import botocore.session':<34}{botocore_time * 1000:8.0f}{ratio:10.2f}")
-    print(f"{'import boto3':<34}{boto3_time * 1000:8.0f}{1.0:10.2f}")
-    for name, folder in HANDLERS.items():
-        seconds = import_time(f"import {name}_handler", folder)
-        print(f"{name + '_handler':<34}{seconds * 1000:8.0f}{seconds / boto3_time:10.2f}")
+    for name, values in samples.items():
+        ratio = statistics.median(v / b for v, b in zip(values, boto3_samples, strict=True))
+        print(f"{name:<34}{statistics.median(values) * 1000:8.0f}{ratio:10.2f}")
     print()
 
 
