@@ -49,11 +49,6 @@ from mxpush.store.notify_side import (
 log = logging.getLogger(__name__)
 
 
-# A batch whose slot is this close (or past) when its entry has been written may have missed the
-# slot's delivery step: it is handed to its sender directly instead.
-LATE_MARGIN_SECONDS = 0.5
-
-
 class Disposition(enum.StrEnum):
     SCHEDULED = "scheduled"
     COALESCED = "coalesced"
@@ -206,12 +201,11 @@ def schedule_batch(
         send_now(batch, store=store, scheduler=scheduler, senders=senders, now=now)
         return
     state = ensure_slot(batch.due, store=store, scheduler=scheduler, batch=batch)
-    if state == SlotState.DISPATCHED or (
-        state is not None and batch.due <= time.time() + LATE_MARGIN_SECONDS
-    ):
+    if state == SlotState.DISPATCHED or (state is not None and batch.due <= time.time()):
         # The slot's delivery step ran, or may be running and have read its due index before
-        # this batch's entry was written (a slow request, a busy container): send it now. If
-        # the slot's step took it too, the sender's claim lets only one push go out.
+        # this batch's entry was written (a slow request, a busy container): the slot has come,
+        # so send it now. (Before the slot, the step cannot have read the index yet.) If the
+        # slot's step took it too, the sender's claim lets only one push go out.
         send_now(batch, store=store, scheduler=scheduler, senders=senders, now=now)
 
 
