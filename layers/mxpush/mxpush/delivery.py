@@ -64,9 +64,7 @@ DEFAULT_FIRST_RETRY_SECONDS = 2
 _PARALLEL_SENDS = 8
 
 
-class DeliveryStore(Protocol):
-    def claim_batch(self, rid: str, sk: str, *, now: float, retry: bool = False) -> ClaimResult: ...
-
+class RecordStore(Protocol):
     def finish_batch(
         self,
         rid: str,
@@ -77,6 +75,10 @@ class DeliveryStore(Protocol):
         reason: str | None,
         now: float,
     ) -> bool: ...
+
+
+class DeliveryStore(RecordStore, Protocol):
+    def claim_batch(self, rid: str, sk: str, *, now: float, retry: bool = False) -> ClaimResult: ...
 
     def hand_to_retry(self, rid: str, sk: str, *, token: str, reason: str) -> bool: ...
 
@@ -364,19 +366,6 @@ def push(claim: Claimed, backend: Backend, http: OutboundHttp) -> Attempt:
 
 
 # --- failures -----------------------------------------------------------------------------------
-
-
-class RecordStore(Protocol):
-    def finish_batch(
-        self,
-        rid: str,
-        sk: str,
-        *,
-        token: str | None,
-        outcome: Outcome,
-        reason: str | None,
-        now: float,
-    ) -> bool: ...
 
 
 def record_outcome(event: Mapping[str, Any], *, store: RecordStore, now: float) -> dict[str, Any]:

@@ -37,6 +37,10 @@ class StoreBase:
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         return call(self._client(), operation, TableName=self.table_name, **kwargs)
 
+    def _call_batch(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """BatchGetItem / BatchWriteItem: the table is named in their `RequestItems`."""
+        return call(self._client(), operation, **kwargs)
+
     def _put(self, item: dict[str, Any], **kwargs: Any) -> None:
         self._call("PutItem", Item=serialize_item(item), **kwargs)
 

@@ -16,7 +16,6 @@ from typing import Any
 from mxpush.model import Outcome, Registration, Status
 from mxpush.store.base import StoreBase
 from mxpush.store.models import (
-    BATCH_PREFIX,
     REGISTRATION_SK,
     BatchItem,
     OpenState,
@@ -126,7 +125,7 @@ class DeliverySide(StoreBase):
                 }
             }
             for _ in range(5):
-                response = self._client_batch_get(request)
+                response = self._call_batch("BatchGetItem", RequestItems=request)
                 for raw in response.get("Responses", {}).get(self.table_name, []):
                     found.append(BatchItem.from_item(deserialize_item(raw)))
                 request = response.get("UnprocessedKeys") or {}
@@ -261,15 +260,6 @@ class DeliverySide(StoreBase):
             return False
         return True
 
-    def _client_batch_get(self, request: dict[str, Any]) -> dict[str, Any]:
-        from mxpush.store.raw import call  # noqa: PLC0415
-
-        return call(self._client(), "BatchGetItem", RequestItems=request)
-
 
 def _key(rid: str, sk: str) -> dict[str, Any]:
     return {"rid": {"S": rid}, "sk": {"S": sk}}
-
-
-def is_batch_key(sk: str) -> bool:
-    return sk.startswith(BATCH_PREFIX)

@@ -220,15 +220,10 @@ class Registrations(StoreBase):
             ]
         }
         for _ in range(5):
-            response = self._call_unprefixed("BatchWriteItem", RequestItems=request)
+            response = self._call_batch("BatchWriteItem", RequestItems=request)
             request = response.get("UnprocessedItems") or {}
             if not request:
                 return
-
-    def _call_unprefixed(self, operation: str, **kwargs: Any) -> dict[str, Any]:
-        from mxpush.store.raw import call  # noqa: PLC0415
-
-        return call(self._client(), operation, **kwargs)
 
     def _drop_claim(self, key: str, rid: str) -> None:
         """Delete a claim item if it still names `rid` (another may have taken it since)."""
