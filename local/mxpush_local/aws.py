@@ -47,6 +47,7 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from mxpush.model import Outcome
+from mxpush_local.dynamodb_direct import InProcessDynamoDB
 from mxpush_local.state import Journal
 from mxpush_local.template import FunctionSpec, Template
 
@@ -221,6 +222,7 @@ class LocalAws:
         self._saved_dynamo_result: Any = None
         self._saved_task_client: Any = None
         self._saved_method_names: Any = None
+        self._in_process_dynamodb: InProcessDynamoDB | None = None
         # State machine ARN -> names of the executions released (kept taken).
         self._released_names: dict[str, set[str]] = {}
         # The latest Lambda invokes through moto (bounded: a long run makes millions).
@@ -245,6 +247,7 @@ class LocalAws:
         self._async_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lambda-async")
         self._patch_lambda()
         self._serialize_dynamodb()
+        self._answer_dynamodb_in_process()
         self._allow_immediate_stop()
         self._precise_timestamp_wait()
         self._query_one_partition()
@@ -283,6 +286,8 @@ class LocalAws:
             LambdaSimpleBackend.invoke = self._saved_invoke  # type: ignore[method-assign]
         if self._saved_call_action is not None:
             DynamoHandler.call_action = self._saved_call_action  # type: ignore[method-assign]
+        if self._in_process_dynamodb is not None:
+            self._in_process_dynamodb.uninstall()
         if self._saved_worker_stop is not None:
             ExecutionWorker.stop = self._saved_worker_stop  # type: ignore[method-assign]
         if self._saved_timestamp_eval is not None:
@@ -312,13 +317,18 @@ class LocalAws:
             (AmazonStateLanguageParser, "parse", self._saved_parse),
         )
         current = [(owner, name, owner.__dict__[name]) for owner, name, _ in patched]
+        direct = self._in_process_dynamodb
         try:
             for owner, name, original in patched:
                 setattr(owner, name, original)
+            if direct is not None:
+                direct.uninstall()
             yield
         finally:
             for owner, name, value in current:
                 setattr(owner, name, value)
+            if direct is not None:
+                direct.install()
 
     def stop_running_executions(self) -> None:
         """Stop every execution still running (tests: none outlives the test that started it)."""
@@ -497,6 +507,19 @@ class LocalAws:
 
         self._saved_call_action = original
         DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+    def _answer_dynamodb_in_process(self) -> None:
+        """Data-plane requests skip the HTTP detour through moto's stub (see
+        `dynamodb_direct`): the same moto actions, under the same lock, journal and limits."""
+
+        self._in_process_dynamodb = InProcessDynamoDB(
+            account=ACCOUNT,
+            region=REGION,
+            lock=self._dynamodb_lock,
+            refuse=_oversized_expression,
+            after_request=self._journal_write,
+        )
+        self._in_process_dynamodb.install()
 
     def _load_journal(self) -> None:
         """Fill the new table from the kept state, before anything reads it."""

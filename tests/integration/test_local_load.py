@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from mxpush_local.gateway import TEMPLATE, LocalGateway
 from mxpush_local.template import load_template
@@ -27,9 +28,15 @@ def _without_metadata(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same_as_moto(gateway: LocalGateway, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    direct = gateway.aws._in_process_dynamodb
+    assert direct is not None
+    answered = direct.answered
     fast = _without_metadata(call())
+    # The fast answer came from the in-process path (not moto's stub), the slow one did not.
+    assert direct.answered == answered + 1
     with gateway.aws.moto_as_is():
         slow = _without_metadata(call())
+    assert direct.answered == answered + 1
     assert fast == slow
     return fast
 
@@ -63,6 +70,17 @@ def test_item_operations_answer_as_motos_serializer_would(
         gateway, lambda: dynamodb.put_item(TableName=table, Item=item, ReturnValues="ALL_OLD")
     )
     assert put["Attributes"]["blob"] == {"B": b"\x00\x01binary"}
+    # Without binary values (the in-process path then skips botocore's parser).
+    plain = {k: v for k, v in item.items() if k != "blob"} | {"sk": {"S": "plain"}}
+    dynamodb.put_item(TableName=table, Item=plain)
+    got_plain = _same_as_moto(
+        gateway,
+        lambda: dynamodb.get_item(
+            TableName=table, Key={**key, "sk": {"S": "plain"}}, ReturnConsumedCapacity="TOTAL"
+        ),
+    )
+    assert got_plain["Item"] == plain
+    assert got_plain["ConsumedCapacity"]["CapacityUnits"] == 0.5
     got = _same_as_moto(gateway, lambda: dynamodb.get_item(TableName=table, Key=key))
     assert got["Item"]["nested"] == item["nested"]
     assert (
@@ -140,6 +158,57 @@ def test_a_query_reads_its_partition_as_moto_would(gateway: LocalGateway, dynamo
         ExpressionAttributeValues={":r": {"S": rid + "-absent"}},
     )
     assert nothing["Items"] == []
+
+
+def test_errors_answer_as_moto_would(gateway: LocalGateway, dynamodb: Any) -> None:
+    """A failed condition (with the old item), a malformed expression, an oversized one and a
+    missing table fail the same way on the in-process path as through moto's stub."""
+    table = gateway.aws.table_name
+    rid = f"test-errors-{uuid.uuid4().hex}"
+    key = {"rid": {"S": rid}, "sk": {"S": "a"}}
+    dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "1"}, "b": {"B": b"\x00\xff"}})
+    requests: list[Callable[[], Any]] = [
+        lambda: dynamodb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET v = :n",
+            ConditionExpression="v = :v",
+            ExpressionAttributeValues={":n": {"N": "3"}, ":v": {"N": "2"}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        ),
+        lambda: dynamodb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET = :n",
+            ExpressionAttributeValues={":n": {"N": "3"}},
+        ),
+        lambda: dynamodb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET v = :n" + ", v = :n" * 700,
+            ExpressionAttributeValues={":n": {"N": "3"}},
+        ),
+        lambda: dynamodb.get_item(TableName=table + "-absent", Key=key),
+    ]
+    codes = []
+    for request in requests:
+        answers = []
+        for as_is in (False, True):
+            with pytest.raises(ClientError) as caught:
+                if as_is:
+                    with gateway.aws.moto_as_is():
+                        request()
+                else:
+                    request()
+            answers.append(_without_metadata(dict(caught.value.response)))
+        assert answers[0] == answers[1]
+        codes.append(answers[0]["Error"]["Code"])
+    assert codes == [
+        "ConditionalCheckFailedException",
+        "ValidationException",
+        "ValidationException",
+        "ResourceNotFoundException",
+    ]
 
 
 def test_a_released_execution_is_gone_and_its_name_stays_taken(

@@ -1,0 +1,195 @@
+"""Local mode's DynamoDB requests, answered by moto in process without the HTTP round trip.
+
+A DynamoDB request through moto's mock normally goes: botocore validates and serializes the
+parameters, signs the request and hands it to moto's stub; moto rebuilds a werkzeug request,
+parses the body again against the service model, runs the action, serializes the result, and
+botocore parses that answer back. Under load that detour was ~75% of a request's CPU (local
+mode is bound by one core: the GIL), for nothing a test or a user could observe.
+
+`InProcessDynamoDB` is a botocore `before-call` handler: botocore still validates and
+serializes the parameters exactly as it would for AWS (a malformed request fails the same way),
+then the handler runs the same moto action method on them under local mode's DynamoDB lock and
+returns what botocore's own JSON parser makes of the result, or the same error. Only data-plane
+operations take this path; everything else (CreateTable, TTL, ...) goes through moto's stub.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+import boto3
+import botocore.handlers
+import botocore.parsers
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+from moto.core.exceptions import ServiceException
+from moto.core.parse import PROTOCOL_PARSERS
+from moto.core.responses import ActionResult
+from moto.core.utils import get_service_model
+from moto.dynamodb.responses import DynamoHandler
+from werkzeug.datastructures import Headers, MultiDict
+from werkzeug.exceptions import HTTPException
+
+# Operations answered in process (the ones mxpush makes on its table).
+DIRECT_OPERATIONS = frozenset(
+    {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "Scan",
+        "BatchGetItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+        "TransactGetItems",
+    }
+)
+_EVENT = "before-call.dynamodb"
+# In a response body, the sign of a binary value (`{"B": ...}`, `{"BS": [...]}`) - or of a string
+# that merely contains those characters, which then takes botocore's parser: no harm.
+_BINARY_TYPE = '"B'
+_UNIQUE_ID = "mxpush-local-in-process-dynamodb"
+_TARGET_PREFIX = "DynamoDB_20120810."
+_METHODS = {
+    "GetItem": "get_item",
+    "PutItem": "put_item",
+    "UpdateItem": "update_item",
+    "DeleteItem": "delete_item",
+    "Query": "query",
+    "Scan": "scan",
+    "BatchGetItem": "batch_get_item",
+    "BatchWriteItem": "batch_write_item",
+    "TransactWriteItems": "transact_write_items",
+    "TransactGetItems": "transact_get_items",
+}
+
+# (status, headers, body) as moto's handlers answer.
+Answer = tuple[int, dict[str, str], str]
+# Refuses a request before moto sees it (an oversized expression), or None.
+Refusal = Callable[[bytes], Answer | None]
+# Called under the lock after every request moto handled: (handler, answer).
+AfterRequest = Callable[[Any, Answer], None]
+
+
+class InProcessDynamoDB:
+    """The `before-call` handler; `install` registers it for every botocore client made after,
+    `uninstall` makes it step aside (clients made meanwhile keep it registered, inactive)."""
+
+    _active: InProcessDynamoDB | None = None
+    _registered = False
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        region: str,
+        lock: threading.RLock,
+        refuse: Refusal,
+        after_request: AfterRequest,
+    ) -> None:
+        self.account = account
+        self.region = region
+        self.lock = lock
+        self.refuse = refuse
+        self.after_request = after_request
+        self._parser = botocore.parsers.create_parser("json")
+        # Requests answered here (tests check that the path is taken).
+        self.answered = 0
+
+    def install(self) -> None:
+        cls = type(self)
+        cls._active = self
+        if not cls._registered:
+            # Clients copy the built-in handlers when their session is made: local mode starts
+            # before the handlers make their clients (`wiring.reset()`).
+            botocore.handlers.BUILTIN_HANDLERS.append((_EVENT, _dispatch))
+            cls._registered = True
+        # boto3's default session may predate the line above (it registers them once).
+        default = boto3.DEFAULT_SESSION
+        if default is not None:
+            default._session.register(_EVENT, cast("Any", _dispatch), unique_id=_UNIQUE_ID)
+
+    def uninstall(self) -> None:
+        if type(self)._active is self:
+            type(self)._active = None
+
+    def answer(self, model: Any, params: dict[str, Any]) -> tuple[AWSResponse, dict[str, Any]]:
+        operation = model.name
+        raw_body = params.get("body") or b"{}"
+        refusal = self.refuse(raw_body)
+        if refusal is not None:
+            return self._response(model, refusal)
+        handler = DynamoHandler()
+        # moto's own request parser, as its stub would run it (binary values become bytes).
+        body = PROTOCOL_PARSERS["json"](
+            _moto_operation(operation), map_type=handler.PROTOCOL_PARSER_MAP_TYPE
+        ).parse(
+            {
+                "method": "POST",
+                "values": MultiDict(),
+                "headers": Headers(),
+                "body": raw_body,
+                "url_path": "/",
+                "url_params": {},
+            }
+        )
+        handler.current_account = self.account
+        handler.region = self.region
+        handler.headers = {"X-Amz-Target": _TARGET_PREFIX + operation}
+        handler.querystring = {}
+        handler.response_headers = {}
+        handler.body = body
+        handler.params = body
+        with self.lock:
+            answer = _run(handler, _METHODS[operation])
+            self.after_request(handler, answer)
+            self.answered += 1
+        return self._response(model, answer)
+
+    def _response(self, model: Any, answer: Answer) -> tuple[AWSResponse, dict[str, Any]]:
+        status, headers, body = answer
+        if status == 200 and _BINARY_TYPE not in body:
+            # Without binary values botocore's parser hands DynamoDB JSON back as it is (it
+            # base64-decodes B and BS): skip its shape walk (~10% of local mode's CPU).
+            plain = json.loads(body)
+            plain["ResponseMetadata"] = {"HTTPStatusCode": 200, "HTTPHeaders": headers}
+            return AWSResponse("http://dynamodb.local", status, HTTPHeaders.from_dict(headers), None), plain
+        raw = {"body": body.encode(), "headers": headers, "status_code": status}
+        parsed = self._parser.parse(raw, model.output_shape)
+        if status >= 300:
+            # As botocore's endpoint does: the error's modeled fields (a failed condition's
+            # old item) join the parsed error.
+            code = parsed.get("Error", {}).get("Code")
+            shape = model.service_model.shape_for_error_code(code) if code else None
+            if shape is not None:
+                parsed.update(self._parser.parse(raw, shape))
+        return AWSResponse("http://dynamodb.local", status, HTTPHeaders.from_dict(headers), None), parsed
+
+
+def _run(handler: DynamoHandler, method: str) -> Answer:
+    """The action method, and its result or error as moto's stub would answer them."""
+    try:
+        result = getattr(handler, method)()
+    except ServiceException as error:
+        result = ActionResult(error)
+    except HTTPException as error:
+        status = error.code or 500
+        return status, {"Content-Type": "application/x-amz-json-1.0"}, str(error.description)
+    status, headers, body = handler.serialized(result)
+    return int(status), dict(headers), body if isinstance(body, str) else body.decode()
+
+
+@functools.cache
+def _moto_operation(name: str) -> Any:
+    return get_service_model("dynamodb").operation_model(name)
+
+
+def _dispatch(model: Any, params: dict[str, Any], **_: Any) -> Any:
+    active = InProcessDynamoDB._active
+    if active is None or model.name not in DIRECT_OPERATIONS:
+        return None  # moto's stub answers, as before
+    return active.answer(model, params)
