@@ -10,6 +10,9 @@ import math
 import time
 from typing import Any
 
+import boto3
+
+from mxpush.ids import registration_id
 from mxpush_local.gateway import LocalGateway
 from tests.conftest import Api, count_aws_calls, synapse_body, with_event_id
 from tests.fakes.gotify import FakeGotify
@@ -110,3 +113,29 @@ def test_duplicates_cost_a_read_and_repair_what_a_failed_attempt_left(
     _, _, joined_calls = notify(gateway, joined)
     assert opener_calls == ["Query", "GetItem", "PutItem"]
     assert joined_calls == ["Query", "GetItem", "PutItem"]
+
+
+def test_a_push_is_one_read_and_two_writes(
+    api: Api, gateway: LocalGateway, gotify: FakeGotify
+) -> None:
+    """The sender: the registration (its target), the claim (a conditional write that returns
+    the batch it took), the outcome."""
+    pushkey = api.register(gotify, delay=60)
+    notify(gateway, synapse_body(DM, pushkey))
+    rid = registration_id(pushkey)
+    items = boto3.client("dynamodb", region_name="us-east-1").query(
+        TableName=gateway.aws.table_name,
+        KeyConditionExpression="rid = :rid AND begins_with(sk, :b)",
+        ExpressionAttributeValues={":rid": {"S": rid}, ":b": {"S": "b#"}},
+    )["Items"]
+    (batch,) = items
+    event = {"batches": [{"registration": rid, "batch": batch["sk"]["S"]}]}
+    with count_aws_calls() as counter:
+        summary = gateway.aws.functions.invoke("GotifySenderFunction", event)
+    assert summary == {"delivered": 1}
+    assert counter.calls == ["GetItem", "UpdateItem", "UpdateItem"]
+    gotify.wait_for(1, timeout=5)
+    # Taken: a second run of the same event pushes nothing.
+    with count_aws_calls() as counter:
+        assert gateway.aws.functions.invoke("GotifySenderFunction", event) == {"skipped": 1}
+    assert counter.calls == ["GetItem", "UpdateItem"]

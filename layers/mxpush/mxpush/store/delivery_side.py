@@ -16,6 +16,7 @@ from typing import Any
 from mxpush.model import Outcome, Registration, Status
 from mxpush.store.base import StoreBase
 from mxpush.store.models import (
+    PENDING_STATES,
     REGISTRATION_SK,
     BatchItem,
     OpenState,
@@ -135,41 +136,39 @@ class DeliverySide(StoreBase):
 
     def claim_batch(self, rid: str, sk: str, *, now: float, retry: bool = False) -> ClaimResult:
         """Take a batch for sending. A first attempt takes an `open` batch; a retry a batch
-        handed to it (`retrying`); either takes over a claim whose lease has run out."""
-        for _ in range(5):
-            batch = self._get_batch(rid, sk)
-            if batch is None:
-                return Skipped("registration deleted")
-            if not batch.pending:
-                return Skipped(batch.st)
-            takeable = OpenState.RETRYING if retry else OpenState.OPEN
-            stale = (
-                batch.st == OpenState.SENDING and (batch.claimed or 0) < now - CLAIM_LEASE_SECONDS
+        handed to it (`retrying`); either takes over a claim whose lease has run out.
+
+        Two requests: the registration (its target), then one conditional write that takes the
+        batch and returns it as taken - what is pushed is exactly what was claimed (a join
+        after it fails its own condition and opens a new batch)."""
+        registration = self._get_registration(rid)
+        if registration is None:
+            return Skipped("registration deleted")
+        takeable = OpenState.RETRYING if retry else OpenState.OPEN
+        token = secrets.token_hex(8)
+        try:
+            response = self._call(
+                "UpdateItem",
+                Key=_key(rid, sk),
+                UpdateExpression=(
+                    "SET st = :sending, claim = :token, claimed = :now, v = v + :one"
+                ),
+                ConditionExpression=("st = :takeable OR (st = :sending AND claimed < :stale)"),
+                ExpressionAttributeValues={
+                    ":sending": {"S": OpenState.SENDING},
+                    ":token": {"S": token},
+                    ":now": {"N": repr(now)},
+                    ":one": {"N": "1"},
+                    ":takeable": {"S": takeable},
+                    ":stale": {"N": repr(now - CLAIM_LEASE_SECONDS)},
+                },
+                ReturnValues="ALL_NEW",
             )
-            if batch.st != takeable and not stale:
-                return Skipped(f"held by another attempt ({batch.st})")
-            registration = self._get_registration(rid)
-            if registration is None:
-                return Skipped("registration deleted")
-            token = secrets.token_hex(8)
-            try:
-                self._call(
-                    "UpdateItem",
-                    Key=_key(rid, sk),
-                    UpdateExpression="SET st = :sending, claim = :token, claimed = :now, v = :next",
-                    ConditionExpression="v = :v",
-                    ExpressionAttributeValues={
-                        ":sending": {"S": OpenState.SENDING},
-                        ":token": {"S": token},
-                        ":now": {"N": repr(now)},
-                        ":next": {"N": str(batch.v + 1)},
-                        ":v": {"N": str(batch.v)},
-                    },
-                )
-            except ConditionFailed:
-                continue  # joined or cancelled just now: read again
-            return Claimed(registration, batch, token)
-        return Skipped("too much contention")
+        except ConditionFailed as failed:
+            return _not_taken(failed.old_item)
+        return Claimed(
+            registration, BatchItem.from_item(deserialize_item(response["Attributes"])), token
+        )
 
     def finish_batch(
         self,
@@ -259,6 +258,16 @@ class DeliverySide(StoreBase):
         except ConditionFailed:
             return False
         return True
+
+
+def _not_taken(old: Any) -> Skipped:
+    """Why a claim's condition failed, from the batch as it was."""
+    if not old:
+        return Skipped("registration deleted")
+    state = str(old.get("st", {}).get("S", ""))
+    if state not in PENDING_STATES:
+        return Skipped(state)
+    return Skipped(f"held by another attempt ({state})")
 
 
 def _key(rid: str, sk: str) -> dict[str, Any]:
