@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -49,9 +50,9 @@ DIRECT_OPERATIONS = frozenset(
     }
 )
 _EVENT = "before-call.dynamodb"
-# In a response body, the sign of a binary value (`{"B": ...}`, `{"BS": [...]}`) - or of a string
-# that merely contains those characters, which then takes botocore's parser: no harm.
-_BINARY_TYPE = '"B'
+# A binary value in a response body: a `"B"` or `"BS"` key (inside a string those quotes would
+# be escaped; a false alarm would only cost botocore's parser).
+_BINARY_TYPE = re.compile(r'"BS?"\s*:')
 _UNIQUE_ID = "mxpush-local-in-process-dynamodb"
 _TARGET_PREFIX = "DynamoDB_20120810."
 _METHODS = {
@@ -152,7 +153,7 @@ class InProcessDynamoDB:
 
     def _response(self, model: Any, answer: Answer) -> tuple[AWSResponse, dict[str, Any]]:
         status, headers, body = answer
-        if status == 200 and _BINARY_TYPE not in body:
+        if status == 200 and not _BINARY_TYPE.search(body):
             # Without binary values botocore's parser hands DynamoDB JSON back as it is (it
             # base64-decodes B and BS): skip its shape walk (~10% of local mode's CPU).
             plain = json.loads(body)
