@@ -190,7 +190,8 @@ class NotifySide(StoreBase):
         count is 0 or below the one it was queued with (one conditional write); and if nothing
         is unread and a push was delivered since the last retraction, open a retract item (one
         small write) for the sender to take it back. At most two writes, none when there is
-        nothing to cancel or retract."""
+        nothing to cancel or retract. The retract item is one write unit; the cancel costs what the
+        batch weighs (one unit under 1 KB, two for the largest bursts)."""
         reason = (
             "read on another device (no unread rooms left)"
             if unread == 0
