@@ -11,15 +11,20 @@ from typing import Any
 
 import pytest
 
-from mxpush import wiring
+from mxpush import delivery, wiring
+from mxpush.backends.base import Delivered, SendResult
+from mxpush.backends.ntfy import NtfyBackend
+from mxpush.errors import TransientDeliveryError
 from mxpush.events import EventSummary
 from mxpush.ids import registration_id
 from mxpush.model import Outcome, Registration, RegistrationOptions
-from mxpush.retraction import MAX_RETRACT_ROOMS
+from mxpush.outbound import OutboundHttp
+from mxpush.retraction import MAX_RETRACT_ROOMS, Retraction
 from mxpush.store import Claimed, DynamoStore, NothingPending
 from mxpush.store.models import BatchItem, item_size
 from mxpush.store.notify_side import Cancelled
 from mxpush.store.raw import deserialize_item
+from mxpush.urlsafety import TargetPolicy
 from mxpush_local.gateway import LocalGateway
 
 DM_ROOM = "!YIkXvNfjndhc9gq49pm2feQdKxlW4LZTdsnotiA5TMg"
@@ -250,3 +255,45 @@ def test_the_read_back_is_bounded_by_rooms(store: DynamoStore) -> None:
     found = store.delivered_before(reg.rid, retract.sk, now=time.time())
 
     assert len(found) == MAX_RETRACT_ROOMS
+
+
+class RecordingBackend(NtfyBackend):
+    def __init__(self) -> None:
+        self.retracted: list[Retraction] = []
+
+    def retract(self, retraction: Retraction, target: Any, options: Any, http: Any) -> SendResult:
+        self.retracted.append(retraction)
+        return Delivered()
+
+
+def test_a_push_on_its_way_at_the_read_makes_the_retraction_wait_for_it(
+    store: DynamoStore,
+) -> None:
+    reg = registration(store)
+    deliver(store, reg.rid, event(1))
+    opened = store.accept_event(reg.rid, event(2), now=time.time(), immediate=True, default_delay=0)
+    on_its_way = store.claim_batch(reg.rid, opened.batch.sk, now=time.time())  # type: ignore[union-attr]
+    assert isinstance(on_its_way, Claimed)
+    retract = store.cancel_pending(reg.rid, unread=0, now=time.time()).retract  # type: ignore[union-attr]
+    assert retract is not None
+    claim = store.claim_batch(reg.rid, retract.sk, now=time.time())
+    assert isinstance(claim, Claimed)
+    backend = RecordingBackend()
+    http = OutboundHttp(TargetPolicy(allow_private=True))
+
+    waiting = delivery.retract(claim, backend, http, store=store, now=time.time())
+
+    assert waiting.outcome is None and isinstance(waiting.error, TransientDeliveryError)
+    assert backend.retracted == []
+    store.finish_batch(
+        reg.rid,
+        on_its_way.batch.sk,
+        token=on_its_way.token,
+        outcome=Outcome.DELIVERED,
+        reason=None,
+        now=time.time(),
+    )
+    done = delivery.retract(claim, backend, http, store=store, now=time.time())
+    assert done.outcome is Outcome.RETRACTED and done.rooms == (DM_ROOM,)
+    [retraction] = backend.retracted
+    assert len(retraction.pushes) == 2 and retraction.keys == [DM_ROOM]

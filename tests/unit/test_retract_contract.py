@@ -4,7 +4,9 @@ requests the real servers take: tests/fakes/*). Bark's are in test_bark_contract
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +34,7 @@ from tests.fakes.gotify import FakeGotify
 from tests.fakes.ntfy import FakeNtfy
 from tests.fakes.server import Reply
 from tests.fakes.unifiedpush import FakeDistributor
-from tests.fakes.webhook import FakeWebhook
+from tests.fakes.webhook import FakeWebhook, check_document
 from tests.fakes.webpush import FakePushService
 from tests.unit.backend_support import DEFAULT, rendered
 
@@ -349,3 +351,12 @@ def test_webpush_retract_payload_fits_with_fifty_long_room_ids() -> None:
     assert len(raw) <= MAX_PLAINTEXT_BYTES
     payload: dict[str, Any] = json.loads(raw)
     assert payload["tags"] == rooms[: len(payload["tags"])] and payload["tags"]
+
+
+def test_readme_retract_document_is_what_a_receiver_accepts() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    match = re.search(r"<!-- webhook-retract-document -->\n```json\n(.*?)```", readme, re.DOTALL)
+    assert match, "README has no webhook-retract-document example"
+    document = json.loads(match.group(1))
+    assert check_document(document) is None
+    assert set(document) == set(WebhookBackend().retract_document(BOTH))

@@ -407,8 +407,16 @@ def retract(
         return Attempt(
             Outcome.FAILED, f"routed to {backend.name} but registered for {registration.backend}"
         )
+    shown = store.delivered_before(rid, claim.batch.sk, now=now)
+    if any(
+        b.st == OpenState.SENDING and (b.claimed or 0) > now - CLAIM_LEASE_SECONDS for b in shown
+    ):
+        # A push is on its way (the read came while it was being sent): once it is delivered
+        # it is shown, and this retraction is the one to take it back. Try again shortly.
+        error = TransientDeliveryError("a push is still on its way to the backend")
+        return Attempt(None, error.reason, error)
     retraction = build_retraction(
-        store.delivered_before(rid, claim.batch.sk, now=now), registration.options
+        [b for b in shown if b.st == Outcome.DELIVERED.value], registration.options
     )
     rooms = tuple(retraction.room_ids)
     if not retraction.pushes:

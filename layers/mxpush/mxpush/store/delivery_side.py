@@ -236,10 +236,10 @@ class DeliverySide(StoreBase):
         return True
 
     def delivered_before(self, rid: str, sk: str, *, now: float) -> list[BatchItem]:
-        """The pushes a retraction at `sk` takes back: the pushkey's batches delivered before
-        it, newest first, back to the previous retraction that did not fail (one that is still
-        pending covers them too), at most `MAX_RETRACT_SCAN` items and `MAX_RETRACT_ROOMS`
-        rooms, within the log's retention. One or two Queries."""
+        """The pushes a retraction at `sk` takes back: the pushkey's batches delivered (or being
+        sent: `sending`) before it, newest first, back to the previous retraction that did not
+        fail (one that is still pending covers them too), at most `MAX_RETRACT_SCAN` items and
+        `MAX_RETRACT_ROOMS` rooms, within the log's retention. One or two Queries."""
         oldest = now - self.log_retention_seconds
         found: list[BatchItem] = []
         rooms: set[str] = set()
@@ -264,7 +264,7 @@ class DeliverySide(StoreBase):
                     if batch.st in (Outcome.FAILED.value, Outcome.CANCELLED.value):
                         continue
                     return found
-                if batch.st != Outcome.DELIVERED.value:
+                if batch.st not in (Outcome.DELIVERED.value, OpenState.SENDING):
                     continue
                 found.append(batch)
                 rooms.update(r.room_id for r in batch.refs if r.room_id)
