@@ -158,7 +158,7 @@ class InProcessDynamoDB:
             # base64-decodes B and BS): skip its shape walk (~10% of local mode's CPU).
             plain = json.loads(body)
             plain["ResponseMetadata"] = {"HTTPStatusCode": 200, "HTTPHeaders": headers}
-            return AWSResponse("http://dynamodb.local", status, HTTPHeaders.from_dict(headers), None), plain
+            return _http(status, headers), plain
         raw = {"body": body.encode(), "headers": headers, "status_code": status}
         parsed = self._parser.parse(raw, model.output_shape)
         if status >= 300:
@@ -168,7 +168,11 @@ class InProcessDynamoDB:
             shape = model.service_model.shape_for_error_code(code) if code else None
             if shape is not None:
                 parsed.update(self._parser.parse(raw, shape))
-        return AWSResponse("http://dynamodb.local", status, HTTPHeaders.from_dict(headers), None), parsed
+        return _http(status, headers), parsed
+
+
+def _http(status: int, headers: dict[str, str]) -> AWSResponse:
+    return AWSResponse("http://dynamodb.local", status, HTTPHeaders.from_dict(headers), None)
 
 
 def _run(handler: DynamoHandler, method: str) -> Answer:

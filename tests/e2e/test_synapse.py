@@ -19,10 +19,12 @@ from botocore.exceptions import ClientError
 from mxpush import wiring
 from mxpush.errors import StoreUnavailable
 from mxpush.ids import registration_id
+from mxpush.retraction import notification_tag
 from mxpush.store import DynamoStore
 from mxpush_local.gateway import LocalGateway
 from tests.conftest import GOTIFY_TOKEN, wait_until
 from tests.e2e.conftest import NOTIFY_PATH, Exchange, Scene
+from tests.fakes.ntfy import FakeNtfy
 
 DELAY = 3
 # After a push (or a cancel): how long nothing more may arrive.
@@ -40,6 +42,7 @@ CALL_CONTENT: dict[str, Any] = {
     "party_id": "ALICEDEVICE",
 }
 LATENCY_SAMPLES = 10
+NTFY_TOKEN = "tk_E2eBobRetract0000000000000000"
 
 
 def for_event(event_id: str) -> Callable[[Exchange], bool]:
@@ -136,6 +139,48 @@ def test_read_within_the_delay_sends_nothing(scene: Scene) -> None:
     quiet_until(sent + DELAY + QUIET)
     assert scene.gotify.requests == []
     assert [e["outcome"] for e in scene.deliveries(pushkey)] == ["cancelled"]
+
+
+def test_read_after_the_push_clears_it_on_ntfy_and_a_second_dm_replaces(scene: Scene) -> None:
+    """a DM goes out to ntfy; bob reads it (a real read receipt): ntfy gets the clear for that
+    room's sequence id; the next DM in the room carries the same sequence id"""
+    ntfy = FakeNtfy(prefix="/ntfy", tokens={NTFY_TOKEN: "bob"}, grants={"bob": {"bob_e2e"}})
+    ntfy.start()
+    try:
+        body = {
+            "backend": "ntfy",
+            "target": {"url": ntfy.topic_url("bob_e2e"), "token": NTFY_TOKEN},
+            "delay_seconds": 0,
+            "pusher": {"device_display_name": "Bob's phone", "lang": "en"},
+        }
+        answer = scene.api.request("POST", "/api/v1/pushkeys", body, token=scene.bob.access_token)
+        assert answer.status == 201, answer.body
+        pushkey = answer.body["pushkey"]
+        sid = notification_tag(scene.room)
+
+        first = scene.matrix.send_text(scene.alice, scene.room, "are you around?")
+        [published] = ntfy.wait_for(1, timeout=15)
+        assert published.json()["sequence_id"] == sid
+        assert published.json()["message"] == "are you around?"
+        scene.wait_for_outcome(pushkey, "delivered")
+
+        scene.matrix.read_receipt(scene.bob, scene.room, first)
+        [badge] = scene.notify_log.wait_for(badge_for(pushkey), timeout=10)
+        assert badge.notification["counts"] == {"unread": 0}
+        [clear] = ntfy.wait_for(1, timeout=15, predicate=lambda r: r.method == "PUT")
+        assert clear.path == f"/ntfy/bob_e2e/{sid}/clear"
+        assert clear.headers["authorization"] == f"Bearer {NTFY_TOKEN}"
+        [entry] = scene.wait_for_outcome(pushkey, "retracted")
+        assert entry["room_ids"] == [scene.room]
+        assert ntfy.shown == {}
+
+        scene.matrix.send_text(scene.alice, scene.room, "one more thing")
+        ntfy.wait_for(2, timeout=15, predicate=lambda r: r.method == "POST")
+        second = [r for r in ntfy.requests if r.method == "POST"][1]
+        assert second.json()["sequence_id"] == sid
+        assert list(ntfy.shown) == [("bob_e2e", sid)]
+    finally:
+        ntfy.stop()
 
 
 def test_burst_is_one_push_saying_how_many(scene: Scene) -> None:

@@ -7,6 +7,10 @@ What it enforces, from Finb/bark-server:
   not have is 400 `failed to get device token: failed to get [<key>] device token from database`
   (database/bbolt.go); an APNs error is 500 `push failed: <reason>`, and after `Unregistered`
   (410) the server clears the key's token (so later pushes fail too);
+- apns/apns.go: `delete` "1" (or 1) makes it a background push (`IsDelete`): the Bark app
+  (Bark/AppDelegate.swift `didReceiveRemoteNotification`) then removes the notification whose
+  identifier is `id` (and the history entry), when Background App Refresh is on (`deleted`
+  records these); with the same `id` (the APNs collapse id) a newer push replaces the shown one;
 - apns/apns.go: `group` is type-asserted to a string (anything else panics: fiber's recover
   answers 500); `id` becomes the APNs collapse id (Apple: at most 64 bytes, else
   `BadCollapseId`); the payload is at most 4096 bytes (`PayloadTooLarge`);
@@ -97,12 +101,16 @@ class FakeBark(RecordingServer):
         super().__init__()
         self.prefix = prefix.rstrip("/")
         self.devices = dict(devices or {})
-        # What the phones showed: {"device_key", "title", "body", ...} after the app's processing.
+        # What the phones show: {"device_key", "title", "body", ...} after the app's processing;
+        # a push with the id of a shown one replaces it, a delete removes it.
         self.notifications: list[dict[str, Any]] = []
+        # Delete requests: {"device_key", "id"}.
+        self.deleted: list[dict[str, Any]] = []
 
     def reset(self) -> None:
         super().reset()
         self.notifications.clear()
+        self.deleted.clear()
 
     @property
     def base_url(self) -> str:
@@ -150,12 +158,25 @@ class FakeBark(RecordingServer):
                 # bark-server clears the token; Apple then refuses the empty token.
                 device.apns = "MissingDeviceToken"
             return bark_answer(500, f"push failed: {reason}")
-        self.notifications.append({"device_key": key, **_shown(params, device)})
+        if params.get("delete") in ("1", 1):
+            self.deleted.append({"device_key": key, "id": push_id})
+            self._remove(key, push_id)
+            return bark_answer(200, "success")
+        shown = {"device_key": key, **_shown(params, device)}
+        self._remove(key, shown.get("id"))
+        self.notifications.append(shown)
         return bark_answer(200, "success")
+
+    def _remove(self, key: str, push_id: Any) -> None:
+        if push_id is None:
+            return
+        self.notifications = [
+            n for n in self.notifications if (n["device_key"], n.get("id")) != (key, push_id)
+        ]
 
 
 def _check_fields(params: dict[str, Any]) -> str | None:
-    for field in ("title", "subtitle", "body", "url", "ciphertext", "iv", "id", "call"):
+    for field in ("title", "subtitle", "body", "url", "ciphertext", "iv", "id", "call", "delete"):
         if field in params and not isinstance(params[field], str):
             return f"{field} must be a string"
     badge = params.get("badge")

@@ -18,6 +18,14 @@ What it enforces, from binwiederhier/ntfy:
 - errors.go: errors are `{"code", "http", "error", "link"}`; user/manager.go: tokens are `tk_...`;
 - a published message answers 200 with the message JSON (`id`, `time`, `event: "message"`, ...).
 
+Updating, clearing and deleting (ntfy >= 2.16, docs/publish.md "Updating + deleting
+notifications"): a message published with a `sequence_id` (JSON field; `[-_A-Za-z0-9]{1,64}` here)
+replaces the notification shown for that sequence id; `PUT /<topic>/<sid>/clear` marks it read
+and dismisses it, `DELETE /<topic>/<sid>` deletes it (both answer the `message_clear` /
+`message_delete` event, with the publish auth). `shown` is what the phone shows per topic and
+sequence id; `cleared` / `deleted_sids` record the requests. `sequence_support=False` is a
+server before 2.16: the field is ignored and those paths answer 404.
+
 It is stricter than ntfy where mxpush promises more: credentials must arrive in the
 `Authorization` header only, never as `?auth=` in the URL.
 """
@@ -91,12 +99,21 @@ class FakeNtfy(RecordingServer):
         self.anonymous_write = set(anonymous_write or set())
         self.auth_enabled = bool(users or tokens) if auth is None else auth
         self.rate_limited = False
+        self.sequence_support = True
         self.messages: list[dict[str, Any]] = []
+        # (topic, sequence id) -> the message the phone shows for it.
+        self.shown: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cleared: list[tuple[str, str]] = []
+        self.deleted_sids: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
         super().reset()
         self.messages.clear()
+        self.shown.clear()
+        self.cleared.clear()
+        self.deleted_sids.clear()
+        self.sequence_support = True
 
     def topic_url(self, topic: str) -> str:
         return f"{self.url}{self.prefix}/{topic}"
@@ -113,6 +130,12 @@ class FakeNtfy(RecordingServer):
         if not request.path.startswith(self.prefix + "/"):
             return ntfy_error(404, 40401, "page not found")
         path = request.path[len(self.prefix) :]
+        parts = path.split("/")
+        if self.sequence_support and (
+            (request.method == "PUT" and len(parts) == 4 and parts[3] == "clear")
+            or (request.method == "DELETE" and len(parts) == 3)
+        ):
+            return self._clear_or_delete(user, parts[1], parts[2], request.method == "PUT")
         if request.method not in ("PUT", "POST"):
             return ntfy_error(404, 40401, "page not found")
         if self.rate_limited:
@@ -170,6 +193,9 @@ class FakeNtfy(RecordingServer):
             return ntfy_error(400, 40010, "invalid request: topic name is not allowed")
         if self.auth_enabled and not self._may_write(user, topic):
             return FORBIDDEN
+        sid = message.get("sequence_id") if self.sequence_support else None
+        if sid is not None and not TOPIC.fullmatch(str(sid)):
+            return ntfy_error(400, 40049, "invalid request: sequence ID invalid")
         priority = message.get("priority") or 0
         if not 0 <= priority <= 5:
             return ntfy_error(
@@ -199,8 +225,32 @@ class FakeNtfy(RecordingServer):
             stored["content_type"] = "text/markdown"
         if user:
             stored["_user"] = user
+        if sid is not None:
+            stored["sequence_id"] = sid
+            self.shown[(topic, sid)] = stored
         self.messages.append(stored)
         return Reply(200, {k: v for k, v in stored.items() if not k.startswith("_")})
+
+    def _clear_or_delete(self, user: str | None, topic: str, sid: str, clear: bool) -> Reply:
+        if not TOPIC.fullmatch(topic) or not TOPIC.fullmatch(sid):
+            return ntfy_error(404, 40401, "page not found")
+        if topic in RESERVED:
+            return ntfy_error(400, 40010, "invalid request: topic name is not allowed")
+        if self.auth_enabled and not self._may_write(user, topic):
+            return FORBIDDEN
+        if self.rate_limited:
+            return TOO_MANY_REQUESTS
+        (self.cleared if clear else self.deleted_sids).append((topic, sid))
+        self.shown.pop((topic, sid), None)
+        now = int(time.time())
+        event = {
+            "id": f"msg{next(self._ids):09d}",
+            "time": now,
+            "event": "message_clear" if clear else "message_delete",
+            "topic": topic,
+            "sequence_id": sid,
+        }
+        return Reply(200, event)
 
     def _may_write(self, user: str | None, topic: str) -> bool:
         if topic in self.anonymous_write:
@@ -219,7 +269,17 @@ def _check_types(message: Any) -> str | None:
     """Go's json.Decoder into `publishMessage`: a field of the wrong type fails decoding."""
     if not isinstance(message, dict):
         return "not an object"
-    for key in ("topic", "title", "message", "click", "icon", "attach", "filename", "email"):
+    for key in (
+        "topic",
+        "title",
+        "message",
+        "click",
+        "icon",
+        "attach",
+        "filename",
+        "email",
+        "sequence_id",
+    ):
         if key in message and message[key] is not None and not isinstance(message[key], str):
             return f"{key} must be a string"
     priority = message.get("priority")

@@ -6,7 +6,9 @@ What it enforces:
   401-404 as rejected);
 - a body of at most 4096 bytes (the UnifiedPush spec's message limit), else 413;
 - for Matrix pushes, the UnifiedPush Matrix gateway's shape: a JSON object `{"notification":
-  {...}}` without `devices`.
+  {...}}` without `devices`; a badge-only one (no `event_id`) exactly as Synapse sends it
+  (`{"id": "", "type": null, "sender": "", "counts": {...}}`), which apps such as FluffyChat
+  take as "clear what is read" (`cleared` counts those with `unread` 0).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class FakeDistributor(RecordingServer):
         super().__init__()
         self.endpoints: set[str] = set()
         self.messages: list[dict[str, Any]] = []
+        self.cleared = 0
 
     def new_endpoint(self) -> str:
         path = "/up" + secrets.token_hex(6)
@@ -45,5 +48,14 @@ class FakeDistributor(RecordingServer):
         notification = body.get("notification") if isinstance(body, dict) else None
         if not isinstance(notification, dict) or "devices" in notification:
             return Reply(400, {"error": "expected {notification} without devices"})
+        if "event_id" not in notification:
+            if set(notification) != {"id", "type", "sender", "counts"} or (
+                notification["id"],
+                notification["type"],
+                notification["sender"],
+            ) != ("", None, ""):
+                return Reply(400, {"error": "a badge-only notification as Synapse sends it"})
+            if notification["counts"] == {"unread": 0}:
+                self.cleared += 1
         self.messages.append(notification)
         return Reply(200, {"id": secrets.token_hex(6), "event": "message"})

@@ -3,7 +3,8 @@
 What it enforces:
 - `POST` to its path with `Content-Type: application/json` and a body that is the documented
   `mxpush.notification` document, version 1: every field present with its type (`text` null
-  when content is withheld, `event_ids` ending with `event_id`, `count` their number, ...);
+  when content is withheld, `event_ids` ending with `event_id`, `count` their number, ...), or
+  the documented `kind: "retract"` document (`room_ids`, `event_ids`, `counts.unread` 0);
 - with a `secret`, `X-Mxpush-Signature: sha256=<hex>` must be the HMAC-SHA256 of the raw body
   bytes, checked with `hmac.compare_digest` exactly as the README's receiver snippet does
   (401 otherwise, as a receiver would answer);
@@ -111,10 +112,36 @@ def verify(secret: str, body: bytes, header: str) -> bool:
     return hmac.compare_digest(expected, header)
 
 
+RETRACT_FIELDS = {"type", "version", "kind", "room_ids", "event_ids", "counts", "timestamp"}
+
+
+def check_retract_document(document: dict[str, Any]) -> str | None:
+    """The documented `kind: "retract"` document (README, "Webhook")."""
+    if set(document) != RETRACT_FIELDS:
+        return f"fields differ: {sorted(set(document) ^ RETRACT_FIELDS)}"
+    if document["type"] != "mxpush.notification" or document["version"] != 1:
+        return "wrong type or version"
+    for key in ("room_ids", "event_ids"):
+        values = document[key]
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            return f"{key} must be a list of strings"
+        if len(set(values)) != len(values):
+            return f"{key} must not repeat"
+    if not document["room_ids"] and not document["event_ids"]:
+        return "a retraction names what it takes back"
+    if document["counts"] != {"unread": 0}:
+        return "a retraction follows a read that left nothing unread"
+    if not isinstance(document["timestamp"], str) or not _ISO_TIME.fullmatch(document["timestamp"]):
+        return "timestamp must be ISO 8601 UTC with milliseconds"
+    return None
+
+
 def check_document(document: Any) -> str | None:
     """The documented schema, field by field; None when the document follows it."""
     if not isinstance(document, dict):
         return "not an object"
+    if document.get("kind") == "retract":
+        return check_retract_document(document)
     if set(document) != FIELDS:
         return f"fields differ: {sorted(set(document) ^ FIELDS)}"
     if document["type"] != "mxpush.notification" or document["version"] != 1:

@@ -77,6 +77,18 @@ class Browser:
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1()), repr=False
     )
     auth_secret: bytes = field(default_factory=lambda: os.urandom(16), repr=False)
+    # What the README's example service worker leaves on screen: tag -> the push shown.
+    shown: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def service_worker(self, push: dict[str, Any]) -> None:
+        """The README's minimal service worker: show a push under its tag (replacing one with
+        the same tag); a `retract` push closes the notifications with its tags."""
+        if push.get("kind") == "retract":
+            for tag in push.get("tags") or push.get("room_ids") or []:
+                self.shown.pop(tag, None)
+            return
+        tag = push.get("tag") or push.get("room_id") or f"untagged-{len(self.shown)}"
+        self.shown[tag] = push
 
     @property
     def p256dh(self) -> str:
@@ -205,9 +217,12 @@ class FakePushService(RecordingServer):
             return problem
         try:
             plaintext = browser.decrypt(request.body)
-            json.loads(plaintext)
+            push = json.loads(plaintext)
         except ValueError as exc:
             return push_error(400, f"Bad payload: {exc}")
+        if not isinstance(push, dict):
+            return push_error(400, "Bad payload: not a JSON object")
+        browser.service_worker(push)
         message_id = f"m{next(self._ids)}"
         with self._lock:
             self.messages.append(

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mxpush.retraction import notification_tag
 from tests.conftest import Api, synapse_body
 from tests.fakes.bark import Device, FakeBark, bark_answer, decrypt
 from tests.integration.flow_support import outcomes, register, wait_for_outcome
@@ -45,7 +46,7 @@ def test_mention_is_pushed_as_bark_expects(api: Api, bark: FakeBark) -> None:
         "url": f"https://matrix.to/#/{GROUP_ROOM}/{MENTION_EVENT}",
         "badge": 1,
         "level": "timeSensitive",
-        "id": MENTION_EVENT,
+        "id": notification_tag(GROUP_ROOM),
     }
     [entry] = wait_for_outcome(api, pushkey, "delivered")
     assert entry["event_id"] == MENTION_EVENT

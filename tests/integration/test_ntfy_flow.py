@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mxpush.retraction import notification_tag
 from tests.conftest import Api, synapse_body
 from tests.fakes.ntfy import FakeNtfy, ntfy_error
 from tests.integration.flow_support import outcomes, register, wait_for_outcome
@@ -18,6 +19,7 @@ TOPIC = "bob_phone_x7"
 DM = "message_dm_2_members.1.full"
 DM_ROOM = "!YIkXvNfjndhc9gq49pm2feQdKxlW4LZTdsnotiA5TMg"
 DM_EVENT = "$9YKtqgWbvfhsr99S2R_6S66iVIWunPAkPKPnHo_e5tI"
+CALL_EVENT = "$bObJ4sJMXlYweZxqmA6OVwGsSZZlM0cpBmzPhmED5ac"
 
 
 @pytest.fixture
@@ -47,6 +49,7 @@ def test_dm_is_published_as_ntfy_expects(api: Api, ntfy: FakeNtfy) -> None:
         "priority": 3,
         "tags": ["speech_balloon"],
         "click": f"https://matrix.to/#/{DM_ROOM}/{DM_EVENT}",
+        "sequence_id": notification_tag(DM_ROOM),
     }
     [entry] = wait_for_outcome(api, pushkey, "delivered")
     assert entry["event_id"] == DM_EVENT
@@ -73,6 +76,7 @@ def test_call_with_options_goes_out_urgent(api: Api, ntfy: FakeNtfy) -> None:
         "tags": ["telephone_receiver"],
         "click": f"element://vector/webapp/#/room/{DM_ROOM}",
         "markdown": True,
+        "sequence_id": notification_tag(CALL_EVENT),  # a call keeps its own notification
     }
 
 

@@ -101,6 +101,7 @@ def test_registered_subscription_gets_exactly_one_decryptable_push(
         "prio": "high",
         "event_id": DM_EVENT,
         "room_id": DM_ROOM,
+        "tag": DM_ROOM,
         "counts": {"unread": 2},
         "title": "alice",
         "body": "hi, this is a DM",
@@ -121,7 +122,7 @@ def test_include_content_false_pushes_ids_only(
 
     [message] = push.wait_for_pushes(1)
     payload = message.json()
-    assert set(payload) == {"kind", "prio", "event_id", "room_id", "counts", "click_url"}
+    assert set(payload) == {"kind", "prio", "event_id", "room_id", "tag", "counts", "click_url"}
     assert b"hi, this is a DM" not in message.plaintext
 
 

@@ -17,13 +17,14 @@ import pytest
 
 import mxpush
 from mxpush.backends import get_backend
-from mxpush.backends.bark import BarkBackend, bark_id, bark_sound, encrypt
+from mxpush.backends.bark import BarkBackend, bark_sound, encrypt
 from mxpush.backends.base import Delivered, Rejected
 from mxpush.errors import InvalidParam, PermanentDeliveryError, TransientDeliveryError
 from mxpush.events import Urgency
 from mxpush.model import RegistrationOptions
 from mxpush.outbound import OutboundHttp
 from mxpush.render import MessageKind, PushMessage, render_test
+from mxpush.retraction import Retraction, ShownPush, notification_tag
 from mxpush.urlsafety import TargetPolicy
 from tests.fakes.bark import Device, FakeBark, bark_answer, decrypt
 from tests.fakes.server import Reply
@@ -108,7 +109,7 @@ def test_room_message_is_pushed_as_room_sender_text(bark: FakeBark, target: dict
         "url": f"https://matrix.to/#/{GROUP_ROOM}/{MENTION_EVENT}",
         "badge": 1,
         "level": "timeSensitive",
-        "id": MENTION_EVENT,
+        "id": notification_tag(GROUP_ROOM),
     }
     [shown] = bark.notifications
     assert (shown["title"], shown["subtitle"], shown["body"]) == (
@@ -129,7 +130,7 @@ def test_dm_is_grouped_by_the_other_person(bark: FakeBark, target: dict[str, Any
         "url": f"https://matrix.to/#/{DM_ROOM}/{DM_EVENT}",
         "badge": 2,
         "level": "active",
-        "id": DM_EVENT,
+        "id": notification_tag(DM_ROOM),
     }
 
 
@@ -142,7 +143,7 @@ def test_call_rings_time_sensitive(bark: FakeBark, target: dict[str, Any]) -> No
     assert body["level"] == "timeSensitive"
     assert body["call"] == "1"
     assert body["sound"] == "multiwayinvitation"  # the push rule's "ring"
-    assert body["id"] == CALL_EVENT
+    assert body["id"] == notification_tag(CALL_EVENT)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +204,7 @@ def test_coalesced_batch_keeps_the_latest_event_id(bark: FakeBark, target: dict[
     body = sent_body(bark)
     assert body["title"] == "E2E Group: 2 new messages"
     assert (body["subtitle"], body["body"]) == ("alice", "bob: are you there?")
-    assert body["id"] == MENTION_EVENT
+    assert body["id"] == notification_tag(GROUP_ROOM)
 
 
 def test_include_content_false_sends_no_message_text(
@@ -246,29 +247,75 @@ def test_long_text_fits_apns_payload(bark: FakeBark, target: dict[str, Any]) -> 
     assert len(bark.notifications[0]["body"].encode()) <= 1500
 
 
-@pytest.mark.parametrize(
-    ("event_id", "expected"),
-    [
-        (None, None),
+def test_a_newer_push_in_the_room_replaces_the_shown_one(
+    bark: FakeBark, target: dict[str, Any]
+) -> None:
+    BACKEND.send(rendered("message_group_3_members.1.full"), target, DEFAULT, HTTP)
+    BACKEND.send(rendered("message_group_mention.1.full"), target, DEFAULT, HTTP)
+
+    assert [b["id"] for b in (r.json() for r in bark.requests)] == [
+        notification_tag(GROUP_ROOM)
+    ] * 2
+    [shown] = bark.notifications
+    assert shown["body"] == "bob: are you there?"
+
+
+def test_group_by_room_false_keeps_one_notification_per_push(
+    bark: FakeBark, target: dict[str, Any]
+) -> None:
+    options = RegistrationOptions(group_by_room=False)
+    BACKEND.send(rendered("message_group_3_members.1.full"), target, options, HTTP)
+    BACKEND.send(rendered("message_group_mention.1.full"), target, options, HTTP)
+
+    assert bark.requests[1].json()["id"] == notification_tag(MENTION_EVENT)
+    assert len(bark.notifications) == 2
+
+
+def test_retract_deletes_each_shown_notification(bark: FakeBark, target: dict[str, Any]) -> None:
+    BACKEND.send(rendered("message_group_mention.1.full"), target, DEFAULT, HTTP)
+    BACKEND.send(rendered("message_dm_2_members.1.full"), target, DEFAULT, HTTP)
+    retraction = Retraction(
         (
-            "$9YKtqgWbvfhsr99S2R_6S66iVIWunPAkPKPnHo_e5tI",
-            "$9YKtqgWbvfhsr99S2R_6S66iVIWunPAkPKPnHo_e5tI",
-        ),
-        ("$" + "x" * 63, "$" + "x" * 63),
-    ],
-)
-def test_id_is_the_event_id_when_it_fits(event_id: str | None, expected: str | None) -> None:
-    assert bark_id(event_id) == expected
+            ShownPush(key=DM_ROOM, room_id=DM_ROOM, event_id=DM_EVENT),
+            ShownPush(key=GROUP_ROOM, room_id=GROUP_ROOM, event_id=MENTION_EVENT),
+        )
+    )
+
+    assert BACKEND.retract(retraction, target, DEFAULT, HTTP) == Delivered(200)
+
+    deletes = [r.json() for r in bark.requests[2:]]
+    assert deletes == [
+        {"device_key": KEY, "id": notification_tag(DM_ROOM), "delete": "1"},
+        {"device_key": KEY, "id": notification_tag(GROUP_ROOM), "delete": "1"},
+    ]
+    assert bark.notifications == []
 
 
-def test_long_event_id_becomes_a_stable_digest() -> None:
-    long_id = "$1234567890abcdef:" + "very-long-server-name." * 5 + "example.org"
+def test_retract_of_an_encrypted_registration_is_sent_in_clear(bark: FakeBark) -> None:
+    """bark-server must read `delete` to send the background push; only the id is in it."""
+    target = {"url": bark.base_url, "device_key": "CryptoPhone", "encryption_key": CRYPTO_KEY}
+    BACKEND.send(rendered("message_group_mention.1.full"), target, DEFAULT, HTTP)
+    retraction = Retraction(
+        (ShownPush(key=GROUP_ROOM, room_id=GROUP_ROOM, event_id=MENTION_EVENT),)
+    )
 
-    first, second = bark_id(long_id), bark_id(long_id)
+    assert BACKEND.retract(retraction, target, DEFAULT, HTTP) == Delivered(200)
 
-    assert first == second
-    assert first is not None and len(first.encode()) <= 64
-    assert bark_id(long_id + "x") != first
+    assert bark.requests[1].json() == {
+        "device_key": "CryptoPhone",
+        "id": notification_tag(GROUP_ROOM),
+        "delete": "1",
+    }
+    assert bark.notifications == []
+
+
+def test_retract_to_an_unknown_device_key_rejects(bark: FakeBark) -> None:
+    target = {"url": bark.base_url, "device_key": "NoSuchKey"}
+    retraction = Retraction(
+        (ShownPush(key=GROUP_ROOM, room_id=GROUP_ROOM, event_id=MENTION_EVENT),)
+    )
+
+    assert isinstance(BACKEND.retract(retraction, target, DEFAULT, HTTP), Rejected)
 
 
 # --- end-to-end encryption ----------------------------------------------------------------------
@@ -282,7 +329,7 @@ def test_encrypted_push_carries_only_ciphertext_iv_and_id(bark: FakeBark) -> Non
     assert result == Delivered(200)
     body = sent_body(bark)
     assert set(body) == {"device_key", "ciphertext", "iv", "id"}
-    assert body["id"] == MENTION_EVENT
+    assert body["id"] == notification_tag(GROUP_ROOM)
     assert len(body["iv"]) == 16 and set(body["iv"]) <= set(string.ascii_letters + string.digits)
     raw = bark.requests[0].body.decode()
     for plain in ("E2E Group", "alice", "are you there", "timeSensitive", "matrix.to"):
@@ -296,7 +343,7 @@ def test_encrypted_push_carries_only_ciphertext_iv_and_id(bark: FakeBark) -> Non
         "url": f"https://matrix.to/#/{GROUP_ROOM}/{MENTION_EVENT}",
         "badge": 1,
         "level": "timeSensitive",
-        "id": MENTION_EVENT,
+        "id": notification_tag(GROUP_ROOM),
     }
     [shown] = bark.notifications
     assert (shown["title"], shown["body"], shown["badge"]) == (

@@ -67,7 +67,7 @@ def test_send_makes_exactly_one_request(gotify: FakeGotify, target: dict[str, An
 
     result = BACKEND.send(message, target, DEFAULT, HTTP)
 
-    assert result == Delivered(200)
+    assert result == Delivered(200, ref=str(gotify.messages[0]["id"]))
     (request,) = gotify.requests
     assert request.method == "POST"
     assert request.path == "/gotify/message"
@@ -88,7 +88,7 @@ def test_non_ascii_text_arrives_intact(gotify: FakeGotify, target: dict[str, Any
         title="Café ☕", body="naïve — 日本語", urgency=Urgency.HIGH, kind=MessageKind.MESSAGE
     )
 
-    assert BACKEND.send(message, target, DEFAULT, HTTP) == Delivered(200)
+    assert isinstance(BACKEND.send(message, target, DEFAULT, HTTP), Delivered)
 
     body = sent_body(gotify)
     assert (body["title"], body["message"]) == ("Café ☕", "naïve — 日本語")

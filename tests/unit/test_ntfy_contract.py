@@ -18,6 +18,7 @@ from mxpush.events import Urgency
 from mxpush.model import RegistrationOptions
 from mxpush.outbound import OutboundHttp
 from mxpush.render import MessageKind, PushMessage, render_test
+from mxpush.retraction import notification_tag
 from mxpush.urlsafety import TargetPolicy
 from tests.fakes.ntfy import FakeNtfy, ntfy_error
 from tests.fakes.server import Reply
@@ -88,6 +89,7 @@ def test_send_publishes_json_at_the_server_root(ntfy: FakeNtfy, target: dict[str
         "priority": 4,
         "tags": ["speech_balloon"],
         "click": f"https://matrix.to/#/{GROUP_ROOM}/{MENTION_EVENT}",
+        "sequence_id": notification_tag(GROUP_ROOM),
     }
     # ntfy accepted it as a message of that topic, by that user.
     [stored] = ntfy.messages

@@ -161,6 +161,7 @@ def test_dm_is_one_encrypted_signed_push(
         "prio": "high",
         "event_id": DM_EVENT,
         "room_id": DM_ROOM,
+        "tag": DM_ROOM,
         "counts": {"unread": 2},
         "title": "alice",
         "body": "hi, this is a DM",
@@ -234,6 +235,7 @@ def test_event_id_only_push_carries_ids_and_counts_only(
         "prio": "high",
         "event_id": DM_EVENT,
         "room_id": DM_ROOM,
+        "tag": DM_ROOM,
         "counts": {"unread": 2},
         "click_url": f"https://matrix.to/#/{DM_ROOM}/{DM_EVENT}",
     }

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,10 +33,12 @@ from mxpush.errors import (
     StoreUnavailable,
     TransientDeliveryError,
 )
+from mxpush.events import EventSummary
 from mxpush.ids import log_ref
-from mxpush.model import Outcome, Status
+from mxpush.model import Outcome, RegistrationOptions, Status
 from mxpush.outbound import OutboundHttp
 from mxpush.render import render_batch
+from mxpush.retraction import Retraction, ShownPush, notification_key
 from mxpush.store.delivery_side import (
     CLAIM_LEASE_SECONDS,
     Claimed,
@@ -74,11 +76,15 @@ class RecordStore(Protocol):
         outcome: Outcome,
         reason: str | None,
         now: float,
+        ref: str | None = None,
+        rooms: Sequence[str] | None = None,
     ) -> bool: ...
 
 
 class DeliveryStore(RecordStore, Protocol):
     def claim_batch(self, rid: str, sk: str, *, now: float, retry: bool = False) -> ClaimResult: ...
+
+    def delivered_before(self, rid: str, sk: str, *, now: float) -> list[BatchItem]: ...
 
     def hand_to_retry(self, rid: str, sk: str, *, token: str, reason: str) -> bool: ...
 
@@ -112,6 +118,10 @@ class Attempt:
     # The transient failure itself: a retry re-raises it for the state machine (its message
     # never carries what a receiver answered; `reason` may, for the owner's log).
     error: TransientDeliveryError | None = None
+    # Delivered: the backend's reference to the message (kept for a retraction).
+    ref: str | None = None
+    # A retraction: the rooms it covered (its log record).
+    rooms: tuple[str, ...] | None = None
 
 
 # --- slots --------------------------------------------------------------------------------------
@@ -253,10 +263,10 @@ def _first_attempt(
         return "skipped"
     if not claim.batch.immediate:
         metrics.lateness(backend.name, started - claim.batch.due)
-    attempt = push(claim, backend, http)
+    attempt = push(claim, backend, http, store=store, now=started)
     if attempt.outcome is not None:
         _count(backend.name, claim.batch, attempt.outcome, answered=clock())
-        _finish(store, claim, attempt.outcome, attempt.reason, clock)
+        _finish(store, claim, attempt, clock)
         return attempt.outcome.value
     metrics.retry(backend.name)
     reason = attempt.reason or "temporary failure"
@@ -290,13 +300,14 @@ def send_retry(
     """One more attempt, in a retry execution. Raises `TransientDeliveryError` for the state
     machine to retry with backoff."""
     rid, sk = str(event["registration"]), str(event["batch"])
-    claim = store.claim_batch(rid, sk, now=clock(), retry=True)
+    started = clock()
+    claim = store.claim_batch(rid, sk, now=started, retry=True)
     if not isinstance(claim, Claimed):
         return {"outcome": "skipped", "reason": claim.reason}
-    attempt = push(claim, backend, http)
+    attempt = push(claim, backend, http, store=store, now=started)
     if attempt.outcome is not None:
         _count(backend.name, claim.batch, attempt.outcome, answered=clock())
-        _finish(store, claim, attempt.outcome, attempt.reason, clock)
+        _finish(store, claim, attempt, clock)
         return {"outcome": attempt.outcome.value}
     metrics.retry(backend.name)
     store.hand_to_retry(rid, sk, token=claim.token, reason=attempt.reason or "temporary failure")
@@ -307,7 +318,7 @@ def _count(backend: str, batch: BatchItem, outcome: Outcome, *, answered: float)
     """Metrics of a push that was made: its outcome; if delivered, the events it carried
     beyond the first (coalesced) and the time since the first was accepted."""
     metrics.push(backend, outcome.value)
-    if outcome is Outcome.DELIVERED:
+    if outcome is Outcome.DELIVERED and not batch.is_retract:
         metrics.push(backend, Outcome.COALESCED.value, batch.n - 1)
         metrics.latency(backend, answered - batch.created)
 
@@ -315,17 +326,24 @@ def _count(backend: str, batch: BatchItem, outcome: Outcome, *, answered: float)
 def _finish(
     store: DeliveryStore,
     claim: Claimed,
-    outcome: Outcome,
-    reason: str | None,
+    attempt: Attempt,
     clock: Callable[[], float],
 ) -> None:
     """Write the outcome of a push that was made. Tried a few times: if it cannot be written,
     the batch stays claimed until its lease runs out, and is then pushed again."""
     rid, sk = claim.batch.rid, claim.batch.sk
+    assert attempt.outcome is not None  # noqa: S101 - only finished attempts get here
     for pause in (0.2, 0.5, 1.0, None):
         try:
             store.finish_batch(
-                rid, sk, token=claim.token, outcome=outcome, reason=reason, now=clock()
+                rid,
+                sk,
+                token=claim.token,
+                outcome=attempt.outcome,
+                reason=attempt.reason,
+                now=clock(),
+                ref=attempt.ref,
+                rooms=attempt.rooms,
             )
         except StoreUnavailable:
             if pause is None:
@@ -335,10 +353,22 @@ def _finish(
             return
 
 
-def push(claim: Claimed, backend: Backend, http: OutboundHttp) -> Attempt:
-    """Render and send one claimed batch; classify how it went."""
+def push(
+    claim: Claimed,
+    backend: Backend,
+    http: OutboundHttp,
+    *,
+    store: DeliveryStore | None = None,
+    now: float | None = None,
+) -> Attempt:
+    """Render and send one claimed batch (or take back what earlier ones showed, for a retract
+    item); classify how it went."""
     registration = claim.registration
     rid = registration.rid
+    if claim.batch.is_retract:
+        if store is None:  # pragma: no cover - every sender passes its store
+            raise ValueError("a retraction needs the store")
+        return retract(claim, backend, http, store=store, now=time.time() if now is None else now)
     if registration.status is Status.REJECTED:
         return Attempt(Outcome.REJECTED, registration.status_reason or "registration rejected")
     if registration.backend != backend.name:
@@ -362,7 +392,81 @@ def push(claim: Claimed, backend: Backend, http: OutboundHttp) -> Attempt:
         "delivered",
         extra={"pushkey": log_ref(rid), "backend": backend.name, "count": batch.count},
     )
-    return Attempt(Outcome.DELIVERED)
+    return Attempt(Outcome.DELIVERED, ref=result.ref)
+
+
+def retract(
+    claim: Claimed, backend: Backend, http: OutboundHttp, *, store: DeliveryStore, now: float
+) -> Attempt:
+    """A retract item: take back the pushes delivered since the previous retraction."""
+    registration = claim.registration
+    rid = registration.rid
+    if registration.status is Status.REJECTED:
+        return Attempt(Outcome.FAILED, "registration rejected: nothing is delivered to it")
+    if registration.backend != backend.name:
+        return Attempt(
+            Outcome.FAILED, f"routed to {backend.name} but registered for {registration.backend}"
+        )
+    shown = store.delivered_before(rid, claim.batch.sk, now=now)
+    if any(
+        b.st == OpenState.SENDING and (b.claimed or 0) > now - CLAIM_LEASE_SECONDS for b in shown
+    ):
+        # A push is on its way (the read came while it was being sent): once it is delivered
+        # it is shown, and this retraction is the one to take it back. Try again shortly.
+        error = TransientDeliveryError("a push is still on its way to the backend")
+        return Attempt(None, error.reason, error)
+    retraction = build_retraction(
+        [b for b in shown if b.st == Outcome.DELIVERED.value], registration.options
+    )
+    rooms = tuple(retraction.room_ids)
+    if not retraction.pushes:
+        return Attempt(Outcome.RETRACTED, "nothing left to take back", rooms=())
+    try:
+        result = backend.retract(retraction, registration.target, registration.options, http)
+    except TransientDeliveryError as exc:
+        log.info("retraction failed for now", extra={"pushkey": log_ref(rid), "reason": exc.reason})
+        return Attempt(None, exc.reason, exc)
+    except PermanentDeliveryError as exc:
+        log.warning("retraction failed", extra={"pushkey": log_ref(rid), "reason": exc.reason})
+        return Attempt(Outcome.FAILED, exc.reason, rooms=rooms)
+    if isinstance(result, Rejected):
+        log.warning("backend rejected the token", extra={"pushkey": log_ref(rid)})
+        return Attempt(Outcome.REJECTED, result.reason, rooms=rooms)
+    log.info(
+        "retracted",
+        extra={"pushkey": log_ref(rid), "backend": backend.name, "pushes": len(retraction.pushes)},
+    )
+    return Attempt(Outcome.RETRACTED, rooms=rooms)
+
+
+def build_retraction(batches: Sequence[BatchItem], options: RegistrationOptions) -> Retraction:
+    """What delivered batches (newest first) left on the device, named as their pushes were
+    (`mxpush.retraction.notification_key`)."""
+    pushes = []
+    for batch in batches:
+        latest = batch.latest
+        event_id = latest.get("event_id")
+        if not event_id:
+            continue  # a test push: nothing to name it by
+        room_id = latest.get("room_id")
+        summary = EventSummary.from_item(latest)
+        key = notification_key(
+            room_id, event_id, is_call=summary.is_call, group_by_room=options.group_by_room
+        )
+        if key is None:  # pragma: no cover - an event id is always there
+            continue
+        rooms = tuple(dict.fromkeys([*batch.rooms, *(r.room_id for r in batch.refs if r.room_id)]))
+        pushes.append(
+            ShownPush(
+                key=key,
+                room_id=room_id,
+                event_id=event_id,
+                rooms=rooms,
+                event_ids=tuple(r.event_id for r in batch.refs),
+                ref=batch.ref,
+            )
+        )
+    return Retraction(tuple(pushes))
 
 
 # --- failures -----------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ Per device, in AWS calls (each Query/GetItem reads, each Put/Update writes):
   slot also reads and writes the slot marker and calls StartExecution — once per slot;
 - push joining a pending batch (coalesced): Query + 1 write;
 - badge-only update that cancels: Query + 1 conditional write (no Step Functions call);
+- badge-only update with nothing unread after a delivered push: + 1 small write (the retract
+  item) and an asynchronous Lambda invoke of the backend's sender;
 - call or delay 0: Query + 2 writes + an asynchronous Lambda invoke of the backend's sender;
 - unknown or rejected pushkey, duplicate, nothing to cancel: the Query alone.
 
@@ -54,6 +56,8 @@ class Disposition(enum.StrEnum):
     COALESCED = "coalesced"
     DUPLICATE = "duplicate"
     CANCELLED = "cancelled"
+    # A read with nothing to cancel that takes back delivered pushes.
+    RETRACT = "retract"
     NOTHING_PENDING = "nothing_pending"
     UNKNOWN = "unknown"
     REJECTED = "rejected"
@@ -102,7 +106,14 @@ def handle_notification(
         rid = registration_id(device.pushkey)
         stateless = implicit is not None and implicit.target_for(device) is not None
         if notification.is_badge_only:
-            disposition = cancel_pending(rid, notification.unread, store=store, now=now)
+            disposition = cancel_pending(
+                rid,
+                notification.unread,
+                store=store,
+                scheduler=scheduler,
+                senders=senders,
+                now=now,
+            )
             if disposition is Disposition.UNKNOWN and stateless:
                 disposition = Disposition.NOTHING_PENDING  # registered at its first event
         else:
@@ -248,19 +259,36 @@ def send_now(
         ensure_slot(batch.due, store=store, scheduler=scheduler, batch=batch)
 
 
-def cancel_pending(rid: str, unread: int, *, store: NotifyStore, now: float) -> Disposition:
+def cancel_pending(
+    rid: str,
+    unread: int,
+    *,
+    store: NotifyStore,
+    scheduler: SlotScheduler,
+    senders: Senders,
+    now: float,
+) -> Disposition:
     """A badge-only update: the user read messages elsewhere. Cancel the pending push if the
     unread count dropped to 0 or below the count the pending push was queued with. One
-    conditional write, no Step Functions call: the slot's sender finds the batch cancelled."""
+    conditional write, no Step Functions call: the slot's sender finds the batch cancelled.
+
+    With nothing unread left, pushes already delivered are taken back: the store opens a
+    retract item (one more small write) when there is something to take back, and it goes to
+    the backend's sender like a call (an asynchronous invoke, no Step Functions)."""
     result = store.cancel_pending(rid, unread=unread, now=now)
     match result:
         case Unknown():
             return Disposition.UNKNOWN
         case IsRejected():
             return Disposition.REJECTED
-        case NothingPending():
-            return Disposition.NOTHING_PENDING
-        case Cancelled(batch):
+        case NothingPending(retract):
+            if retract is None:
+                return Disposition.NOTHING_PENDING
+            send_now(retract, store=store, scheduler=scheduler, senders=senders, now=now)
+            return Disposition.RETRACT
+        case Cancelled(batch, retract):
             metrics.push(batch.backend, Outcome.CANCELLED.value)
+            if retract is not None:
+                send_now(retract, store=store, scheduler=scheduler, senders=senders, now=now)
             return Disposition.CANCELLED
     raise AssertionError(f"unexpected cancel result {result!r}")  # pragma: no cover

@@ -28,6 +28,8 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     FAILED = "failed"
+    # A retraction (after a read) cleared what earlier pushes left on the device.
+    RETRACTED = "retracted"
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,18 @@ class RegistrationOptions:
     markdown: bool = False
     # False: never send message text, only who wrote and where.
     include_content: bool = True
+    # False: a read never retracts what was delivered (README, "How it behaves").
+    retract: bool = True
+    # True: one notification per room, a newer push replacing the older one where the backend
+    # can; False: one per push.
+    group_by_room: bool = True
 
     def to_item(self) -> dict[str, Any]:
         item: dict[str, Any] = {
             "markdown": self.markdown,
             "include_content": self.include_content,
+            "retract": self.retract,
+            "group_by_room": self.group_by_room,
         }
         if self.click_url is not None:
             item["click_url"] = self.click_url
@@ -62,6 +71,8 @@ class RegistrationOptions:
             priority={k: int(v) for k, v in (item.get("priority") or {}).items()},
             markdown=bool(item.get("markdown", False)),
             include_content=bool(item.get("include_content", True)),
+            retract=bool(item.get("retract", True)),
+            group_by_room=bool(item.get("group_by_room", True)),
         )
 
 
@@ -154,6 +165,9 @@ class DeliveryRecord:
     batch_id: str | None = None
     # How many notifications the batch covered; `events` lists the latest of them.
     total: int | None = None
+    # `retract` for a retraction (it lists the rooms it covered, not events).
+    kind: str | None = None
+    rooms: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
@@ -184,6 +198,9 @@ class DeliveryRecord:
         }
         if self.batch_id:
             entry["batch"] = self.batch_id[:16]
+        if self.kind:
+            entry["kind"] = self.kind
+            entry["room_ids"] = list(self.rooms)
         if event is not None:
             entry["event_id"] = event.event_id
             entry["received"] = iso_time(event.at)

@@ -42,7 +42,9 @@ _TOP_LEVEL_FIELDS = frozenset(
 _PUSHER_FIELDS = frozenset(
     {"app_id", "app_display_name", "device_display_name", "lang", "format", "append", "profile_tag"}
 )
-_OPTION_FIELDS = frozenset({"click_url", "priority", "markdown", "include_content"})
+_OPTION_FIELDS = frozenset(
+    {"click_url", "priority", "markdown", "include_content", "retract", "group_by_room"}
+)
 MAX_DELIVERY_ENTRIES = 100
 
 
@@ -97,7 +99,7 @@ def register(
     checked = backend.validate_target(_required(body, "target"), ctx.policy)
     warnings += checked.warnings
     delay = _delay(body.get("delay_seconds"))
-    options, option_warnings = _options(body.get("options"), backend)
+    options, option_warnings = _options(body.get("options"), backend, checked.target)
     warnings += option_warnings
     homeserver = _homeserver(body.get("homeserver"), caller)
 
@@ -350,7 +352,9 @@ def _delay(value: Any) -> int | None:
     return value
 
 
-def _options(value: Any, backend: Backend) -> tuple[RegistrationOptions, list[str]]:
+def _options(
+    value: Any, backend: Backend, target: Mapping[str, Any]
+) -> tuple[RegistrationOptions, list[str]]:
     if value is None:
         return RegistrationOptions(), []
     if not isinstance(value, dict):
@@ -371,7 +375,7 @@ def _options(value: Any, backend: Backend) -> tuple[RegistrationOptions, list[st
     priority = value.get("priority") or {}
     if not isinstance(priority, dict):
         raise InvalidParam("options.priority: must be an object")
-    for key in ("markdown", "include_content"):
+    for key in ("markdown", "include_content", "retract", "group_by_room"):
         if key in value and not isinstance(value[key], bool):
             raise InvalidParam(f"options.{key}: must be a boolean")
     warnings += [
@@ -384,7 +388,15 @@ def _options(value: Any, backend: Backend) -> tuple[RegistrationOptions, list[st
         priority=backend.validate_priority(priority),
         markdown=value.get("markdown", False),
         include_content=value.get("include_content", True),
+        retract=value.get("retract", True),
+        group_by_room=value.get("group_by_room", True),
     )
+    if value.get("retract") is True and not backend.can_retract(target):
+        warnings.append(
+            f"options.retract: backend {backend.name!r} cannot take back a delivered push"
+            + (" without target.client_token" if backend.name == "gotify" else "")
+            + "; a read changes nothing there"
+        )
     return options, warnings
 
 

@@ -21,6 +21,12 @@ PNM answers a well-formed request with HTTP 2xx and JSON `{"code": 200 | 400 | 4
 "response": "..."}` (Acrobits' documentation calls the field `status`; both are read). `404`
 means the device token is no longer registered: the registration is rejected.
 
+A read takes nothing back here (`Backend.retract`'s default): the verbs Acrobits documents for
+PNM (http_push.html and the legacy form_http_push.html: `NotifyTextMessage`,
+`NotifyGenericTextMessage`, `NotifyIncomingCall`) have no badge-only update, and a
+`NotifyTextMessage` with `Badge` 0 makes the app fetch and notify. The notify path opens no
+retraction for it (`mxpush.retraction.can_retract`).
+
 Acrobits has no priority levels: `options.priority` is refused. Nor is there a click URL: the
 app opens the conversation by `ThreadId`.
 """

@@ -10,8 +10,17 @@ or the other person's name for a direct chat, because the app shows this string 
 a room id would be unreadable there), `url` (the click URL), `badge` (unread count), `sound`
 (the push rule's sound tweak when Bark has such a sound), `level` (timeSensitive for calls and
 mentions, so they break through Focus; active for other direct messages; passive for low-priority
-room chatter), `call: "1"` for calls (the ringtone repeats), and `id` (the event id: a later push
-with the same id and `delete: "1"` removes it).
+room chatter), `call: "1"` for calls (the ringtone repeats), and `id`: named after the room
+(`mxpush.retraction.notification_tag`; after the event with `group_by_room: false`, and for
+calls). bark-server makes it the APNs collapse id, so a newer push in the room replaces the
+notification.
+
+Taking back (bark-server apns/apns.go `IsDelete`, Bark app AppDelegate
+`didReceiveRemoteNotification`, docs/tutorial.md `delete`): `POST /push` with
+`{"device_key", "id", "delete": "1"}` makes bark-server send a background push, after which the
+app removes the notification with that id from Notification Center and its history. It needs
+Background App Refresh on the phone. These requests are never encrypted: bark-server must read
+`delete` to send a background push, and they carry nothing but the id.
 
 End-to-end encryption, as Bark documents it (Finb/Bark docs/encryption.md): with an
 `encryption_key`, the push fields are serialized as JSON, encrypted with AES-CBC and PKCS7
@@ -29,7 +38,6 @@ Other 400s fail without rejecting; 429 and other 5xx are retried.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import string
@@ -42,6 +50,7 @@ from mxpush.backends.base import (
     Rejected,
     SendResult,
     check_target_url,
+    message_key,
     require_token,
 )
 from mxpush.backends.limits import fit_bytes
@@ -49,6 +58,7 @@ from mxpush.errors import InvalidParam
 from mxpush.model import RegistrationOptions
 from mxpush.outbound import HttpResponse, OutboundHttp
 from mxpush.render import MessageKind, PushMessage
+from mxpush.retraction import Retraction, notification_tag
 from mxpush.urlsafety import TargetPolicy
 
 DEFAULT_URL = "https://api.day.app"
@@ -99,7 +109,7 @@ _IV_ALPHABET = string.ascii_letters + string.digits
 # other fields and the base64 of an encrypted push still fit.
 MAX_TITLE_BYTES = 256
 MAX_BODY_BYTES = 1500
-MAX_ID_BYTES = 64  # APNs collapse id
+MAX_ID_BYTES = 64  # APNs collapse id: `notification_tag` is 32
 # APNs reasons, relayed by bark-server as `push failed: <reason>`, that mean the device token is
 # dead: the app was removed or reinstalled, or the token belongs to another app.
 DEAD_TOKEN_REASONS = (
@@ -150,9 +160,9 @@ class BarkBackend(Backend):
         fields["level"] = LEVELS[self.priority(message.urgency, options)]
         if message.kind is MessageKind.CALL:
             fields["call"] = "1"
-        push_id = bark_id(message.event_id)
-        if push_id:
-            fields["id"] = push_id
+        key = message_key(message, options)
+        if key:
+            fields["id"] = notification_tag(key)
         return fields
 
     def request_body(
@@ -179,12 +189,32 @@ class BarkBackend(Backend):
         options: RegistrationOptions,
         http: OutboundHttp,
     ) -> SendResult:
-        body = json.dumps(self.request_body(message, target, options), ensure_ascii=False)
+        return self._push(self.request_body(message, target, options), target, http)
+
+    def retract(
+        self,
+        retraction: Retraction,
+        target: Mapping[str, Any],
+        options: RegistrationOptions,
+        http: OutboundHttp,
+    ) -> SendResult:
+        """One delete request per notification still shown."""
+        result: SendResult = Delivered()
+        for tag in retraction.tags:
+            body = {"device_key": target["device_key"], "id": tag, "delete": "1"}
+            result = self._push(body, target, http)
+            if isinstance(result, Rejected):
+                return result
+        return result
+
+    def _push(
+        self, body: Mapping[str, Any], target: Mapping[str, Any], http: OutboundHttp
+    ) -> SendResult:
         response = self.post(
             http,
             f"{target['url']}/push",
             headers={"Content-Type": "application/json; charset=utf-8"},
-            body=body.encode(),
+            body=json.dumps(body, ensure_ascii=False).encode(),
         )
         status, text = _answer(response)
         if 200 <= status < 300:
@@ -213,16 +243,6 @@ def bark_sound(tweak: str | None) -> str | None:
     name = tweak.strip().lower().removesuffix(".caf")
     name = SOUND_ALIASES.get(name, name)
     return name if name in SOUNDS else None
-
-
-def bark_id(event_id: str | None) -> str | None:
-    """A stable id for the event's notification: the event id when it fits APNs' 64-byte
-    collapse id (room versions 3+ always do), else a digest of it."""
-    if not event_id:
-        return None
-    if len(event_id.encode()) <= MAX_ID_BYTES:
-        return event_id
-    return "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()[:48]
 
 
 def encrypt(fields: Mapping[str, Any], key: str) -> tuple[str, str]:

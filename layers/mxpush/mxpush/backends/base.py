@@ -7,7 +7,9 @@ A backend (like a Sygnal pushkin) does three things:
 - `send`: push one message; return `Delivered` or `Rejected` (the token or device is invalid:
   the registration will be rejected), or raise `TransientDeliveryError` (retried with backoff) or
   `PermanentDeliveryError` (recorded as failed);
-- `mask_target`: the target with secrets hidden, for API answers.
+- `mask_target`: the target with secrets hidden, for API answers;
+- `retract` (optional): take back what earlier pushes left on the device after a read
+  (`mxpush.retraction`); the same results and errors as `send`. The default cannot.
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ from mxpush.errors import (
 from mxpush.events import Urgency
 from mxpush.model import RegistrationOptions
 from mxpush.outbound import HttpResponse, OutboundHttp
-from mxpush.render import PushMessage
+from mxpush.render import MessageKind, PushMessage
+from mxpush.retraction import Retraction, can_retract, notification_key
 from mxpush.urlsafety import TargetPolicy
 
 
 @dataclass(frozen=True)
 class Delivered:
     status: int = 200
+    # The backend's id of the delivered message, when a retraction needs it (Gotify).
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,19 @@ class Backend:
     ) -> SendResult:
         raise NotImplementedError
 
+    def retract(
+        self,
+        retraction: Retraction,
+        target: Mapping[str, Any],
+        options: RegistrationOptions,
+        http: OutboundHttp,
+    ) -> SendResult:
+        """Take back what `retraction` lists (README, "How it behaves": what a read does)."""
+        raise PermanentDeliveryError(f"{self.display_name} cannot take back a delivered push")
+
+    def can_retract(self, target: Mapping[str, Any]) -> bool:
+        return can_retract(self.name, target)
+
     def priority(self, urgency: Urgency, options: RegistrationOptions) -> int:
         return options.priority.get(urgency.key, self.default_priority[urgency.key])
 
@@ -138,8 +156,20 @@ class Backend:
         self, http: OutboundHttp, url: str, *, headers: Mapping[str, str], body: bytes
     ) -> HttpResponse:
         """POST, turning transport failures into delivery errors."""
+        return self.call(http, "POST", url, headers=headers, body=body)
+
+    def call(
+        self,
+        http: OutboundHttp,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+    ) -> HttpResponse:
+        """A request, turning transport failures into delivery errors."""
         try:
-            return http.request("POST", url, headers=headers, body=body)
+            return http.request(method, url, headers=headers, body=body)
         except UnsafeTarget as exc:
             raise PermanentDeliveryError(f"{self.display_name}: {exc}") from None
         except TargetUnreachable as exc:
@@ -158,6 +188,19 @@ class Backend:
         return PermanentDeliveryError(
             f"{self.display_name} answered {status}", detail=response.text() or None
         )
+
+
+def message_key(message: PushMessage, options: RegistrationOptions) -> str | None:
+    """What this push's notification is named after (`mxpush.retraction.notification_key`);
+    None for a test push."""
+    if message.kind is MessageKind.TEST:
+        return None
+    return notification_key(
+        message.room_id,
+        message.event_id,
+        is_call=message.kind is MessageKind.CALL,
+        group_by_room=options.group_by_room,
+    )
 
 
 def mask_secret(value: Any) -> str:

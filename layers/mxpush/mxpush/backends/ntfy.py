@@ -10,6 +10,14 @@ Why JSON at the server root rather than headers on `POST /<topic>`: titles and t
 non-ASCII (room names, emoji), and HTTP headers are a poor carrier for UTF-8; in a JSON body they
 are plain strings.
 
+Replacing and taking back (ntfy server >= 2.16, Android app >= 1.22; checked against ntfy's
+docs/publish.md "Updating + deleting notifications" and the JSON publishing table, which lists
+`sequence_id`): each push carries a `sequence_id` named after its room
+(`mxpush.retraction.notification_tag`), so a newer push in the room updates the notification
+instead of adding one; a read that leaves nothing unread sends `PUT /<topic>/<sequence_id>/clear`
+per notification still shown (marked read and dismissed; the message stays in the app's list).
+Older servers ignore the field and answer the clear 404: nothing changes there.
+
 Auth: an access token (`Authorization: Bearer tk_...`) or a user name and password (Basic); none
 for open topics. Never in the URL (`?auth=`), where proxies log it. ntfy answers 401 for bad
 credentials and 403 when the user (or anonymous) may not write to the topic: the registration is
@@ -31,14 +39,16 @@ from mxpush.backends.base import (
     Rejected,
     SendResult,
     check_target_url,
+    message_key,
     require_string,
     require_token,
 )
 from mxpush.backends.limits import fit_bytes
 from mxpush.errors import InvalidParam
 from mxpush.model import RegistrationOptions
-from mxpush.outbound import OutboundHttp
+from mxpush.outbound import HttpResponse, OutboundHttp
 from mxpush.render import MessageKind, PushMessage
+from mxpush.retraction import Retraction, notification_tag
 from mxpush.urlsafety import TargetPolicy
 
 # ntfy's own rules (server/server.go: topicRegex, disallowedTopics).
@@ -147,6 +157,9 @@ class NtfyBackend(Backend):
             body["click"] = message.click_url
         if options.markdown:
             body["markdown"] = True
+        key = message_key(message, options)
+        if key:
+            body["sequence_id"] = notification_tag(key)
         return body
 
     def headers(self, target: Mapping[str, Any]) -> dict[str, str]:
@@ -168,6 +181,30 @@ class NtfyBackend(Backend):
         server, topic = split_topic_url(str(target["url"]))
         body = json.dumps(self.request_body(message, topic, options), ensure_ascii=False)
         response = self.post(http, f"{server}/", headers=self.headers(target), body=body.encode())
+        return self._result(response)
+
+    def retract(
+        self,
+        retraction: Retraction,
+        target: Mapping[str, Any],
+        options: RegistrationOptions,
+        http: OutboundHttp,
+    ) -> SendResult:
+        """`PUT /<topic>/<sequence_id>/clear` for each notification still shown. A 404 (a server
+        before 2.16, or nothing under that id) has nothing to clear."""
+        url = str(target["url"])
+        headers = {k: v for k, v in self.headers(target).items() if k != "Content-Type"}
+        result: SendResult = Delivered()
+        for tag in retraction.tags:
+            response = self.call(http, "PUT", f"{url}/{tag}/clear", headers=headers)
+            if response.status == 404:
+                continue
+            result = self._result(response)
+            if isinstance(result, Rejected):
+                return result
+        return result
+
+    def _result(self, response: HttpResponse) -> SendResult:
         if 200 <= response.status < 300:
             return Delivered(response.status)
         if response.status == 401:

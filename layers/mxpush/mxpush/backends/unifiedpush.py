@@ -9,6 +9,10 @@ mxpush keeps only what a push needs, so the forwarded notification holds: event_
 type, sender, sender_display_name, room_name, prio, counts, user_is_target, and `content` with
 `msgtype`/`body` for text messages when content is allowed (never ciphertext).
 
+A read that leaves nothing unread, after a push was delivered, is forwarded as Synapse sent it
+(the badge-only notification without `devices`: `{"notification": {"id": "", "type": null,
+"sender": "", "counts": {"unread": 0}}}`): apps such as FluffyChat clear what is read on it.
+
 Answers 401-404 and 410 mean the endpoint is gone: the registration is rejected.
 UnifiedPush has no priority scale, so per-registration priority overrides are refused.
 """
@@ -24,9 +28,15 @@ from mxpush.errors import InvalidParam
 from mxpush.model import RegistrationOptions
 from mxpush.outbound import OutboundHttp
 from mxpush.render import PushMessage
+from mxpush.retraction import Retraction
 from mxpush.urlsafety import TargetPolicy
 
 GONE = frozenset({401, 402, 403, 404, 410})
+# Synapse's badge-only notification (tests/fixtures/synapse-1.163.2/read_receipts_all_badge.*)
+# without `devices`, as UnifiedPush's Matrix gateway would forward it.
+BADGE_ONLY: Mapping[str, Any] = {
+    "notification": {"id": "", "type": None, "sender": "", "counts": {"unread": 0}}
+}
 
 
 class UnifiedPushBackend(Backend):
@@ -68,7 +78,21 @@ class UnifiedPushBackend(Backend):
         options: RegistrationOptions,
         http: OutboundHttp,
     ) -> SendResult:
-        body = json.dumps(self.request_body(message), ensure_ascii=False).encode()
+        return self._post(self.request_body(message), target, http)
+
+    def retract(
+        self,
+        retraction: Retraction,
+        target: Mapping[str, Any],
+        options: RegistrationOptions,
+        http: OutboundHttp,
+    ) -> SendResult:
+        return self._post(BADGE_ONLY, target, http)
+
+    def _post(
+        self, document: Mapping[str, Any], target: Mapping[str, Any], http: OutboundHttp
+    ) -> SendResult:
+        body = json.dumps(document, ensure_ascii=False).encode()
         response = self.post(
             http,
             str(target["endpoint"]),

@@ -9,6 +9,9 @@ Target: `{"url": "https://...", "secret"?: "...", "headers"?: {"Name": "value"}}
   request is framed or verified (hop-by-hop headers, Host, Content-Length, Content-Type,
   X-Mxpush-*) are refused.
 
+A read that leaves nothing unread sends a `kind: "retract"` document (README, "Webhook") listing
+the rooms and events of the pushes delivered since the previous retraction, signed the same way.
+
 Answers: 2xx delivered; 404 and 410 mean the endpoint is gone (the registration is rejected);
 anything else, and no answer, is retried by the state machine with backoff for about eleven
 minutes (statemachine/retry.asl.json, SendWebhook), as receivers like mpush retry until
@@ -37,10 +40,12 @@ from mxpush.errors import InvalidParam, TransientDeliveryError
 from mxpush.model import RegistrationOptions, iso_time
 from mxpush.outbound import OutboundHttp
 from mxpush.render import PushMessage
+from mxpush.retraction import Retraction
 from mxpush.urlsafety import TargetPolicy
 
 DOCUMENT_TYPE = "mxpush.notification"
 DOCUMENT_VERSION = 1
+RETRACT_KIND = "retract"
 SIGNATURE_HEADER = "X-Mxpush-Signature"
 MIN_SECRET_CHARS = 16
 MAX_SECRET_CHARS = 256
@@ -125,6 +130,18 @@ class WebhookBackend(Backend):
             "timestamp": iso_time(self.clock()),
         }
 
+    def retract_document(self, retraction: Retraction) -> dict[str, Any]:
+        """The document a receiver gets after a read (README, "Webhook": keep the two in step)."""
+        return {
+            "type": DOCUMENT_TYPE,
+            "version": DOCUMENT_VERSION,
+            "kind": RETRACT_KIND,
+            "room_ids": retraction.room_ids,
+            "event_ids": retraction.event_ids,
+            "counts": {"unread": 0},
+            "timestamp": iso_time(self.clock()),
+        }
+
     def send(
         self,
         message: PushMessage,
@@ -132,9 +149,21 @@ class WebhookBackend(Backend):
         options: RegistrationOptions,
         http: OutboundHttp,
     ) -> SendResult:
-        body = json.dumps(
-            self.document(message, options), ensure_ascii=False, separators=(",", ":")
-        ).encode()
+        return self._deliver(self.document(message, options), target, http)
+
+    def retract(
+        self,
+        retraction: Retraction,
+        target: Mapping[str, Any],
+        options: RegistrationOptions,
+        http: OutboundHttp,
+    ) -> SendResult:
+        return self._deliver(self.retract_document(retraction), target, http)
+
+    def _deliver(
+        self, document: Mapping[str, Any], target: Mapping[str, Any], http: OutboundHttp
+    ) -> SendResult:
+        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         headers: dict[str, str] = {**(target.get("headers") or {})}
         headers["Content-Type"] = "application/json"
         if target.get("secret"):

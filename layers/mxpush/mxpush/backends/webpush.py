@@ -19,11 +19,20 @@ Each push is one request to the endpoint:
 - `Topic`: per room, so a newer push for the same room replaces one the push service still
   holds. It is an HMAC of the room ID keyed with the subscription's auth secret: the push service
   cannot tell which room, nor link the same room across subscriptions. Calls carry none, so a
-  message never replaces an undelivered call.
+  message never replaces an undelivered call; nor do pushes with `group_by_room: false`.
 
 Payload (what the service worker gets in `event.data.json()`):
-`{"kind", "prio", "event_id"?, "room_id"?, "counts": {"unread"}, "count"?, "title"?, "body"?,
-"click_url"?}`. `title` and `body` are present only when content is allowed: never with
+`{"kind", "prio", "event_id"?, "room_id"?, "tag"?, "counts": {"unread"}, "count"?, "title"?,
+"body"?, "click_url"?}`. `tag` names the notification (the room id; the event id with
+`group_by_room: false` and for calls): the worker shows it with that tag, so a newer push in the
+room replaces it.
+
+Taking back: a read that leaves nothing unread sends `{"kind": "retract", "tags": [...],
+"room_ids": [...], "counts": {"unread": 0}}` (Urgency low; the same TTL as a message, so it never
+expires before a push it retracts; when it takes back one room, that room's Topic, so it also
+replaces that room's push if the service still holds it). The worker closes the notifications
+with those tags (`registration.getNotifications({tag})`). There is no server-side delete in Web
+Push. `title` and `body` are present only when content is allowed: never with
 `include_content: false` nor for `event_id_only` pushers (the worker then shows its own text).
 
 The push service answers 201; 404 or 410 mean the subscription is gone: the registration is then
@@ -50,11 +59,13 @@ from mxpush.backends.base import (
     SendResult,
     check_target_url,
     mask_secret,
+    message_key,
 )
 from mxpush.errors import InvalidParam, PermanentDeliveryError, TransientDeliveryError
 from mxpush.model import RegistrationOptions
 from mxpush.outbound import OutboundHttp
 from mxpush.render import MessageKind, PushMessage
+from mxpush.retraction import Retraction
 from mxpush.urlsafety import TargetPolicy
 from mxpush.vapid import (
     VapidKey,
@@ -150,27 +161,76 @@ class WebPushBackend(Backend):
         options: RegistrationOptions,
         http: OutboundHttp,
     ) -> SendResult:
+        vapid = self._vapid()
+        keys = target["keys"]
+        key = message_key(message, options)
+        topic = None
+        if key and key == message.room_id:
+            topic = self.topic(key, str(keys["auth"]))
+        return self._push(
+            vapid,
+            encode_payload(self.payload(message, options)),
+            target,
+            http,
+            ttl=CALL_TTL_SECONDS if message.kind is MessageKind.CALL else TTL_SECONDS,
+            urgency=URGENCY_LEVELS[self.priority(message.urgency, options)],
+            topic=topic,
+        )
+
+    def retract(
+        self,
+        retraction: Retraction,
+        target: Mapping[str, Any],
+        options: RegistrationOptions,
+        http: OutboundHttp,
+    ) -> SendResult:
+        vapid = self._vapid()
+        keys = retraction.keys
+        topic = None
+        if len(keys) == 1 and options.group_by_room and keys[0] in retraction.room_ids:
+            topic = self.topic(keys[0], str(target["keys"]["auth"]))
+        return self._push(
+            vapid,
+            encode_retraction(keys, retraction.room_ids),
+            target,
+            http,
+            ttl=TTL_SECONDS,
+            urgency="low",
+            topic=topic,
+        )
+
+    def _vapid(self) -> VapidKey:
         try:
-            vapid = self._vapid_key()
+            return self._vapid_key()
         except WebPushKeyUnreadable as exc:
             raise TransientDeliveryError(f"Web Push: {exc.error}") from None
         except WebPushUnavailable as exc:
             raise PermanentDeliveryError(f"Web Push: {exc.error}") from None
+
+    def _push(
+        self,
+        vapid: VapidKey,
+        plaintext: bytes,
+        target: Mapping[str, Any],
+        http: OutboundHttp,
+        *,
+        ttl: int,
+        urgency: str,
+        topic: str | None,
+    ) -> SendResult:
         endpoint = str(target["endpoint"])
-        keys = target["keys"]
-        body = encrypt(encode_payload(self.payload(message, options)), keys)
+        body = encrypt(plaintext, target["keys"])
         try:
             authorization = vapid.authorization(endpoint, now=self._clock())
         except ValueError as exc:
             raise PermanentDeliveryError(f"Web Push: cannot sign for this URL: {exc}") from None
         headers = {
             "Authorization": authorization,
-            "TTL": str(CALL_TTL_SECONDS if message.kind is MessageKind.CALL else TTL_SECONDS),
-            "Urgency": URGENCY_LEVELS[self.priority(message.urgency, options)],
+            "TTL": str(ttl),
+            "Urgency": urgency,
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
         }
-        topic = self.topic(message, str(keys["auth"]))
         if topic:
             headers["Topic"] = topic
         response = self.post(http, endpoint, headers=headers, body=body)
@@ -197,6 +257,9 @@ class WebPushBackend(Backend):
             data["event_id"] = message.event_id
         if message.room_id:
             data["room_id"] = message.room_id
+        key = message_key(message, options)
+        if key:
+            data["tag"] = key
         data["counts"] = {"unread": message.unread}
         if message.count > 1:
             data["count"] = message.count
@@ -207,10 +270,9 @@ class WebPushBackend(Backend):
             data["click_url"] = message.click_url
         return data
 
-    def topic(self, message: PushMessage, auth: str) -> str | None:
-        if not message.room_id or message.kind is MessageKind.CALL:
-            return None
-        digest = hmac.new(b64url_decode(auth), message.room_id.encode(), hashlib.sha256).digest()
+    def topic(self, room_id: str, auth: str) -> str:
+        """The room's Topic: an HMAC of its id under the subscription's auth secret."""
+        digest = hmac.new(b64url_decode(auth), room_id.encode(), hashlib.sha256).digest()
         return b64url_encode(digest)[:TOPIC_CHARS]
 
 
@@ -240,6 +302,22 @@ def encode_payload(data: dict[str, Any]) -> bytes:
     if len(raw) > MAX_PLAINTEXT_BYTES:
         raise PermanentDeliveryError("Web Push: the push does not fit in 4096 bytes")
     return raw
+
+
+def encode_retraction(tags: list[str], room_ids: list[str]) -> bytes:
+    """The retract payload within `MAX_PLAINTEXT_BYTES`: the oldest entries go first (a
+    retraction lists at most 50 rooms; room ids are up to 255 bytes)."""
+    tags, room_ids = list(tags), list(room_ids)
+    while True:
+        raw = _json(
+            {"kind": "retract", "tags": tags, "room_ids": room_ids, "counts": {"unread": 0}}
+        )
+        if len(raw) <= MAX_PLAINTEXT_BYTES:
+            return raw
+        if len(room_ids) >= len(tags) and room_ids:
+            room_ids.pop()
+        else:
+            tags.pop()
 
 
 def encrypt(plaintext: bytes, keys: Mapping[str, Any]) -> bytes:

@@ -9,13 +9,16 @@ sender died: Lambda's timeout is far shorter) may be taken over.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mxpush.model import Outcome, Registration, Status
+from mxpush.retraction import MAX_RETRACT_ROOMS, MAX_RETRACT_SCAN
 from mxpush.store.base import StoreBase
 from mxpush.store.models import (
+    BATCH_PREFIX,
+    MAX_ROOMS,
     PENDING_STATES,
     REGISTRATION_SK,
     BatchItem,
@@ -179,18 +182,33 @@ class DeliverySide(StoreBase):
         outcome: Outcome,
         reason: str | None,
         now: float,
+        ref: str | None = None,
+        rooms: Sequence[str] | None = None,
     ) -> bool:
         """Write the batch's outcome: its delivery-log record. Only the claim's holder may
         (`token`); `token=None` (retries exhausted, or its sender never ran) ends it whoever
-        holds it, if it has not ended. False when it had ended already."""
+        holds it, if it has not ended. False when it had ended already.
+
+        `ref`: the backend's reference to the delivered message (kept for a retraction);
+        `rooms`: the rooms a retraction covered (its log record). Same write, no extra cost."""
         values: dict[str, Any] = {
             ":out": {"S": outcome.value},
             ":at": {"N": repr(now)},
         }
-        update = "SET st = :out, #at = :at REMOVE claim"
+        sets = ["st = :out", "#at = :at"]
         if reason:
-            update = "SET st = :out, #at = :at, reason = :why REMOVE claim"
+            sets.append("reason = :why")
             values[":why"] = {"S": reason[:500]}
+        if ref:
+            sets.append("#ref = :ref")
+            values[":ref"] = {"S": ref[:200]}
+        if rooms is not None:
+            sets.append("rooms = :rooms")
+            values[":rooms"] = {"L": [{"S": r} for r in list(rooms)[:MAX_ROOMS]]}
+        update = "SET " + ", ".join(sets) + " REMOVE claim"
+        names = {"#at": "at"}
+        if ref:
+            names["#ref"] = "ref"
         if token is None:
             condition = "st IN (:open, :sending, :retrying)"
             values[":open"] = {"S": OpenState.OPEN}
@@ -209,12 +227,51 @@ class DeliverySide(StoreBase):
                 Key=_key(rid, sk),
                 UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeNames={"#at": "at"},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
         except ConditionFailed:
             return False
         return True
+
+    def delivered_before(self, rid: str, sk: str, *, now: float) -> list[BatchItem]:
+        """The pushes a retraction at `sk` takes back: the pushkey's batches delivered (or being
+        sent: `sending`) before it, newest first, back to the previous retraction that did not
+        fail (one that is still pending covers them too), at most `MAX_RETRACT_SCAN` items and
+        `MAX_RETRACT_ROOMS` rooms, within the log's retention. One or two Queries."""
+        oldest = now - self.log_retention_seconds
+        found: list[BatchItem] = []
+        rooms: set[str] = set()
+        scanned = 0
+        start: dict[str, Any] | None = _key(rid, sk)
+        while start and scanned < MAX_RETRACT_SCAN:
+            response = self._call(
+                "Query",
+                KeyConditionExpression="rid = :rid AND begins_with(sk, :b)",
+                ExpressionAttributeValues={":rid": {"S": rid}, ":b": {"S": BATCH_PREFIX}},
+                ScanIndexForward=False,
+                ExclusiveStartKey=start,
+                Limit=100,
+                ConsistentRead=True,
+            )
+            for raw in response.get("Items", []):
+                scanned += 1
+                batch = BatchItem.from_item(deserialize_item(raw))
+                if batch.created < oldest:
+                    return found
+                if batch.is_retract:
+                    if batch.st in (Outcome.FAILED.value, Outcome.CANCELLED.value):
+                        continue
+                    return found
+                if batch.st not in (Outcome.DELIVERED.value, OpenState.SENDING):
+                    continue
+                found.append(batch)
+                rooms.update(r.room_id for r in batch.refs if r.room_id)
+                rooms.update(batch.rooms)
+                if len(rooms) >= MAX_RETRACT_ROOMS or scanned >= MAX_RETRACT_SCAN:
+                    return found
+            start = response.get("LastEvaluatedKey")
+        return found
 
     def hand_to_retry(self, rid: str, sk: str, *, token: str, reason: str) -> bool:
         """The attempt failed transiently: a retry execution takes over the batch."""

@@ -71,4 +71,6 @@ def _record(batch: BatchItem) -> DeliveryRecord | None:
         reason=batch.reason,
         batch_id=batch.bid,
         total=batch.n if batch.refs else None,
+        kind=batch.kind,
+        rooms=batch.rooms if batch.kind else (),
     )

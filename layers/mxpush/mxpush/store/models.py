@@ -60,6 +60,12 @@ INDEX_RETENTION_SECONDS = 2 * 24 * 3600
 IMPLICIT_IDLE_SECONDS = 30 * 24 * 3600
 
 
+# A batch item's `kind`: absent for a push; `retract` for a retraction (README, "How it
+# behaves"): an item with no events, claimed and finished by the sender like a batch, whose
+# outcome (`retracted`) lists the rooms it covered.
+KIND_RETRACT = "retract"
+
+
 class OpenState:
     OPEN = "open"
     # A sender holds the batch (`claim` token) while it pushes.
@@ -173,10 +179,19 @@ class BatchItem:
     claimed: float | None = None
     at: float | None = None
     reason: str | None = None
+    # `KIND_RETRACT` for a retraction, else None (a push).
+    kind: str | None = None
+    # The backend's reference to the delivered message (Gotify's message id), written with
+    # the outcome: what a retraction needs to take it back.
+    ref: str | None = None
 
     @property
     def pending(self) -> bool:
         return self.st in PENDING_STATES
+
+    @property
+    def is_retract(self) -> bool:
+        return self.kind == KIND_RETRACT
 
     def to_batch(self) -> Batch:
         return Batch(
@@ -210,6 +225,8 @@ class BatchItem:
             claimed=item.get("claimed"),
             at=item.get("at"),
             reason=item.get("reason"),
+            kind=item.get("kind"),
+            ref=None if item.get("ref") is None else str(item["ref"]),
         )
 
 

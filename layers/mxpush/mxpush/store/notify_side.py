@@ -6,7 +6,8 @@
   its slot's marker if it is the slot's first batch — the marker carries it — else its entry in
   the slot's due index; a call or a delay of 0: the batch alone);
 - a read (badge-only update) cancels the open batch: one conditional write, which is also its
-  delivery-log record;
+  delivery-log record; a read that leaves nothing unread also opens a small retract item when a
+  push was delivered since the last retraction (`mxpush.retraction`);
 - the first batch of a slot also writes the slot marker that lets it start the slot's execution.
 
 Every write is conditional on the batch's version, so a claim by a sender and a notify never
@@ -27,11 +28,13 @@ from mxpush.events import EventSummary
 from mxpush.ids import batch_id, dedup_key
 from mxpush.implicit import IMPLICIT_BACKEND, IMPLICIT_OWNER
 from mxpush.model import EventRef, Outcome, Registration, RegistrationOptions, Status
+from mxpush.retraction import can_retract
 from mxpush.store.base import StoreBase, registration_from_item
 from mxpush.store.models import (
     BATCH_BUDGET_BYTES,
     BATCH_PREFIX,
     IMPLICIT_IDLE_SECONDS,
+    KIND_RETRACT,
     MAX_KEYS,
     MAX_REFS,
     MAX_ROOMS,
@@ -115,11 +118,13 @@ AcceptResult = Unknown | IsRejected | Opened | Joined | Duplicate
 @dataclass(frozen=True)
 class Cancelled:
     batch: BatchItem
+    # A retract item the read opened too (to be handed to the sender), if any.
+    retract: BatchItem | None = None
 
 
 @dataclass(frozen=True)
 class NothingPending:
-    pass
+    retract: BatchItem | None = None
 
 
 CancelResult = Unknown | IsRejected | Cancelled | NothingPending
@@ -182,21 +187,35 @@ class NotifySide(StoreBase):
 
     def cancel_pending(self, rid: str, *, unread: int, now: float) -> CancelResult:
         """A badge-only update says the user read messages: cancel the open batch if the unread
-        count is 0 or below the one it was queued with. One conditional write."""
+        count is 0 or below the one it was queued with (one conditional write); and if nothing
+        is unread and a push was delivered since the last retraction, open a retract item (one
+        small write) for the sender to take it back. At most two writes, none when there is
+        nothing to cancel or retract. The retract item is one write unit; the cancel costs what the
+        batch weighs (one unit under 1 KB, two for the largest bursts)."""
         reason = (
             "read on another device (no unread rooms left)"
             if unread == 0
             else f"read on another device (unread rooms down to {unread})"
         )
+        retract: BatchItem | None = None
         for _ in range(_ATTEMPTS):
             view = self.read_pushkey(rid)
-            if view.registration is None:
+            registration = view.registration
+            if registration is None:
                 return Unknown()
-            if view.registration.status is not Status.ACTIVE:
+            if registration.status is not Status.ACTIVE:
                 return IsRejected()
+            if (
+                retract is None
+                and unread == 0
+                and registration.options.retract
+                and can_retract(registration.backend, registration.target)
+                and shown_since_retraction(view.batches)
+            ):
+                retract = self._open_retract(registration, now)
             batch = view.open_batch
             if batch is None or (unread > 0 and batch.unread <= unread):
-                return NothingPending()
+                return NothingPending(retract)
             try:
                 self._call(
                     "UpdateItem",
@@ -215,7 +234,8 @@ class NotifySide(StoreBase):
                 )
             except ConditionFailed:
                 continue  # claimed (or joined) meanwhile: look again
-            return Cancelled(replace(batch, st=Outcome.CANCELLED.value, at=now, v=batch.v + 1))
+            cancelled = replace(batch, st=Outcome.CANCELLED.value, at=now, v=batch.v + 1)
+            return Cancelled(cancelled, retract)
         raise StoreUnavailable("could not cancel: too much contention")
 
     def put_due_entry(self, batch: BatchItem) -> None:
@@ -360,6 +380,28 @@ class NotifySide(StoreBase):
             self._touch_implicit(registration.rid, now)  # at most daily: a write costs
         return batch
 
+    def _open_retract(self, registration: Registration, now: float) -> BatchItem:
+        """A retract item: no events, sent at once (its `due` is only the fallback slot)."""
+        bid = batch_id(registration.rid, f"retract\n{now!r}")
+        item = BatchItem(
+            rid=registration.rid,
+            sk=batch_sk(now, bid),
+            bid=bid,
+            st=OpenState.OPEN,
+            backend=registration.backend,
+            due=math.ceil(now) + 1,
+            n=0,
+            created=now,
+            v=1,
+            immediate=True,
+            kind=KIND_RETRACT,
+        )
+        self._put(
+            _batch_record(item, self.log_retention_seconds),
+            ConditionExpression="attribute_not_exists(sk)",
+        )
+        return item
+
     def _join(self, batch: BatchItem, event: EventSummary, key: str, now: float) -> BatchItem:
         rooms = list(batch.rooms)
         if event.room_id and event.room_id not in rooms and len(rooms) < MAX_ROOMS:
@@ -427,7 +469,22 @@ def _batch_record(batch: BatchItem, retention_seconds: int) -> dict[str, Any]:
         record["rooms"] = list(batch.rooms)
     if batch.immediate:
         record["imm"] = True
+    if batch.kind:
+        record["kind"] = batch.kind
     return record
+
+
+def shown_since_retraction(batches: tuple[BatchItem, ...]) -> bool:
+    """Whether these items (newest first) hold a push delivered (or being delivered) since the
+    last retraction that did not fail."""
+    for batch in batches:
+        if batch.is_retract:
+            if batch.st in (Outcome.FAILED.value, Outcome.CANCELLED.value):
+                continue  # what it should have taken back is still shown
+            return False
+        if batch.st in (Outcome.DELIVERED.value, OpenState.SENDING):
+            return True
+    return False
 
 
 __all__ = [
