@@ -1,16 +1,18 @@
 """Sustained load on local mode: does it hold a real homeserver's notifications?
 
-Runs LocalGateway in this process with a fake Gotify that fails some pushes (503, slow
-answers), registers pushkeys, then sends Synapse notify bodies through real HTTP at a fixed
-rate (open loop: a late answer does not slow the next send). Every few seconds it samples
-RSS, thread count and process CPU; at the end it reports the achieved rate, notify latency
-percentiles, RSS growth after the warm-up, the most threads seen, CPU ms per notification, and
-how many pushes reached the fake.
+Starts local mode as `make run` does (`python -m mxpush_local`, its own process, state file
+and access log on), a fake Gotify that fails some pushes (503, slow answers) in this process,
+registers pushkeys, then sends Synapse notify bodies through real HTTP at a fixed rate (open
+loop: a late answer does not slow the next send) - the homeserver and the push server are
+other processes, as in real life. Every few seconds it samples the gateway process's RSS,
+thread count and CPU; at the end it reports the achieved rate, notify latency percentiles,
+RSS growth after the warm-up, the most threads seen, CPU ms per notification, and how many
+pushes reached the fake.
 
-    .venv/bin/python bench/local_throughput.py --rate 50 --seconds 180 >/dev/null
+    .venv/bin/python bench/local_throughput.py --rate 50 --seconds 600
 
-The report goes to stderr; stdout carries the handlers' own log lines (kept: they are part of
-what each notification costs).
+The report goes to stderr. `--in-process` runs the gateway in this process instead (with
+moto's table footprint in the report).
 
 To see where the CPU goes, sample it from outside (cProfile sees one thread only):
 `py-spy record --pid PID --duration 60 --format raw -o profile.txt` (PID is printed at start).
@@ -25,8 +27,12 @@ import logging
 import os
 import random
 import resource
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -94,16 +100,69 @@ class Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def thread_count(pid: str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: str = "self") -> float:
+    if pid == "self":
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    # /proc/PID/stat: utime and stime are fields 14 and 15, after the parenthesised name.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class GatewayProcess:
+    """`python -m mxpush_local` (what `make run` starts) in its own process, on a free port, with
+    its state file in a temporary directory; its log lines go to /dev/null."""
+
+    def __init__(self, delay: int, state_dir: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "mxpush"), str(ROOT / "local")]),
+            "MXPUSH_ADMIN_TOKEN": ADMIN_TOKEN,
+            "MXPUSH_DELAY_SECONDS": str(delay),
+            "MXPUSH_STATE": str(Path(state_dir) / "state.jsonl"),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mxpush_local", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.pid = str(self.process.pid)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/metrics", timeout=2):  # noqa: S310
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("the gateway did not start within 60 s")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def post(url: str, body: dict[str, Any], token: str | None = None) -> tuple[int, Any]:
@@ -148,10 +207,10 @@ def notify(run: Run, base: str, body: dict[str, Any]) -> None:
             run.errors[outcome] = run.errors.get(outcome, 0) + 1
 
 
-def sampler(run: Run, stop: threading.Event, t0: float) -> None:
+def sampler(run: Run, stop: threading.Event, t0: float, pid: str) -> None:
     while not stop.wait(SAMPLE_SECONDS):
-        sample = Sample(time.monotonic() - t0, run.sent, rss_mb(), threading.active_count(), 0.0)
-        sample.cpu_s = cpu_seconds()
+        sample = Sample(time.monotonic() - t0, run.sent, rss_mb(pid), thread_count(pid), 0.0)
+        sample.cpu_s = cpu_seconds(pid)
         run.samples.append(sample)
         say(
             f"  t={sample.at:6.0f}s sent={sample.sent:6d} rss={sample.rss_mb:7.1f} MB "
@@ -178,24 +237,36 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument("--fail-share", type=float, default=0.05, help="pushes answered 503")
     parser.add_argument("--slow-share", type=float, default=0.02, help="pushes answered in 1 s")
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the gateway in this process (to profile it with the driver; by default it "
+        "runs in its own process, as `make run` does, and is measured alone)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
     gotify = FaultyGotify(fail_share=args.fail_share, slow_share=args.slow_share, seed=7)
     gotify.start()
-    settings = LocalSettings(port=0, admin_token=ADMIN_TOKEN, delay_seconds=args.delay)
-    settings = LocalSettings(**{**settings.__dict__, "access_log": False})
-    gateway = LocalGateway(settings)
-    gateway.start()
+    state_dir = tempfile.TemporaryDirectory(prefix="mxpush-bench-")
+    gateway: LocalGateway | GatewayProcess
+    if args.in_process:
+        settings = LocalSettings(port=0, admin_token=ADMIN_TOKEN, delay_seconds=args.delay)
+        gateway = LocalGateway(LocalSettings(**{**settings.__dict__, "access_log": False}))
+        gateway.start()
+        pid = "self"
+    else:
+        gateway = GatewayProcess(args.delay, state_dir.name)
+        pid = gateway.pid
     base = gateway.url
     fixture = synapse_body("message_group_3_members.1.full")
-    say(f"pid {os.getpid()}, gateway {base}")
+    say(f"pid {os.getpid() if args.in_process else pid}, gateway {base}")
     try:
         pushkeys = [register(base, gotify, args.delay) for _ in range(args.pushkeys)]
         run = Run()
         stop = threading.Event()
         t0 = time.monotonic()
-        threading.Thread(target=sampler, args=(run, stop, t0), daemon=True).start()
+        threading.Thread(target=sampler, args=(run, stop, t0, pid), daemon=True).start()
         clients = ThreadPoolExecutor(max_workers=args.clients, thread_name_prefix="bench-client")
         total = args.warmup + args.seconds
         interval = 1.0 / args.rate
@@ -212,7 +283,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 time.sleep(due - now)
             if i == int(args.warmup * args.rate):
                 measure_from = i
-                cpu_at_measure = cpu_seconds()
+                cpu_at_measure = cpu_seconds(pid)
                 with run.lock:
                     lat_from = len(run.latencies)
             pushkey = pushkeys[i % len(pushkeys)]
@@ -225,10 +296,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             i += 1
         clients.shutdown(wait=True)
         elapsed = time.monotonic() - t0 - args.warmup
-        cpu_used = cpu_seconds() - cpu_at_measure
+        cpu_used = cpu_seconds(pid) - cpu_at_measure
         stop.set()
         report(args, run, measure_from, lat_from, elapsed, cpu_used, gotify)
-        say(table_footprint(gateway.aws.table_name))
+        if isinstance(gateway, LocalGateway):
+            say(table_footprint(gateway.aws.table_name))
         # Let the last slots fire, so the delivered count covers nearly everything sent.
         time.sleep(args.delay + 3)
         say(
@@ -238,6 +310,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     finally:
         gateway.stop()
         gotify.stop()
+        state_dir.cleanup()
 
 
 def deep_size(root: object) -> int:
@@ -302,7 +375,7 @@ def report(  # noqa: PLR0917
             f"max {max(latencies) * 1000:.0f} ms"
         )
     say(f"errors: {run.errors or 'none'}")
-    say(f"CPU: {cpu_used * 1000 / max(1, measured):.1f} ms per notification (whole process)")
+    say(f"CPU: {cpu_used * 1000 / max(1, measured):.1f} ms per notification (gateway process)")
     if warm:
         say(
             f"RSS: {warm[0].rss_mb:.1f} MB after warm-up -> {warm[-1].rss_mb:.1f} MB at the end "
