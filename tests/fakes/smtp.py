@@ -158,7 +158,7 @@ class _Handler:
                 mail_from=str(envelope.mail_from),
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 data=bytes(envelope.original_content or envelope.content),
-                tls=session.ssl is not None,
+                tls=server.transport.get_extra_info("ssl_object") is not None,
                 login=str(auth) if auth is not None else None,
             )
         )
