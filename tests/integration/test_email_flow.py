@@ -76,6 +76,7 @@ def test_dm_is_mailed_as_a_digest_with_an_unsubscribe_link(
     text = mail.part("text/plain")
     link = unsubscribe_url(text)
     assert message["List-Unsubscribe"] == f"<{link}>"
+    assert f"\r\nList-Unsubscribe: <{link}>\r\n".encode() in mail.data
     assert link.startswith(f"{api.base}/api/v1/unsubscribe?t=")
     click = f"https://matrix.to/#/{DM_ROOM}/{DM_EVENT}"
     assert text == (
@@ -128,6 +129,7 @@ def test_no_message_text_without_content(api: Api, smtp: FakeSmtp, address: str)
     api.notify(synapse_body(GROUP, pushkey))
 
     [mail] = smtp.wait_for_recipient(address)
+    wait_for_outcome(api, pushkey, "delivered")
     assert mail.message["Subject"] == "1 unread message in E2E Group"
     assert "hello group" not in mail.data.decode()
     text = mail.part("text/plain")
@@ -142,6 +144,7 @@ def test_event_id_only_pushers_mail_no_names_nor_text(
     api.notify(synapse_body("message_dm_2_members.0.eio", pushkey))
 
     [mail] = smtp.wait_for_recipient(address)
+    wait_for_outcome(api, pushkey, "delivered")
     assert mail.message["Subject"] == "1 unread message"
     text = mail.part("text/plain")
     assert text.startswith(
@@ -154,6 +157,7 @@ def test_unsubscribe_link_disables_email_end_to_end(api: Api, smtp: FakeSmtp, ad
     pushkey = register_email(api, address)
     api.notify(synapse_body(DM, pushkey))
     [mail] = smtp.wait_for_recipient(address)
+    wait_for_outcome(api, pushkey, "delivered")
     link = unsubscribe_url(mail.part("text/plain"))
 
     # A mail scanner or a browser opening the link: a page that asks, nothing changes.
@@ -216,6 +220,7 @@ def test_a_link_for_another_registration_does_not_carry_over(
     pushkey = register_email(api, address)
     api.notify(synapse_body(DM, pushkey))
     [mail] = smtp.wait_for_recipient(address)
+    wait_for_outcome(api, pushkey, "delivered")
     link = unsubscribe_url(mail.part("text/plain"))
     token = link.split("?t=", 1)[1]
     forged = "f" * 64 + token[64:]

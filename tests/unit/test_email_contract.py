@@ -126,7 +126,7 @@ def text_of(mail: EmailMessage, subtype: str = "plain") -> str:
     part = mail.get_body(preferencelist=(subtype,))
     assert part is not None
     content: str = part.get_content()
-    return content
+    return content.replace("\r\n", "\n")
 
 
 # --- registration -------------------------------------------------------------------------------
@@ -218,6 +218,40 @@ def test_dm_mail_headers_and_both_parts() -> None:
     page = text_of(mail, "html")
     assert "<p>alice: hi, this is a DM</p>" in page
     assert f'<a href="{link}">Unsubscribe</a>' in page
+
+
+def test_headers_go_out_as_mail_clients_read_them() -> None:
+    """CRLF, and the unsubscribe URL as one `<URL>`: folded or encoded (RFC 2047), which a long
+    header gets under the default policy, no mail client would find the link."""
+    mailer = Recording()
+    backend(mailer).send_to(rendered(DM), registration(), HTTP)
+    raw = mailer.sent[0][0].as_bytes()
+    token = make_token(KEY, RID, now=NOW)
+    header = f"\r\nList-Unsubscribe: <https://push.example.org/api/v1/unsubscribe?t={token}>\r\n"
+    assert header.encode() in raw
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
+    assert b"=?utf-8?" not in raw
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+def test_non_ascii_and_very_long_lines_are_encoded() -> None:
+    notification = parse_notify_body((FIXTURES / f"{GROUP}.json").read_bytes())
+    event = dataclasses.replace(
+        summarize(notification, notification.devices[0]), room_name="Café ☕", body="é" * 500
+    )
+    ref = EventRef(event.event_id, event.room_id, NOW, event.urgency)
+    mailer = Recording()
+    backend(mailer).send_to(
+        render_batch(Batch("b", event, (ref,), NOW), RegistrationOptions()), registration(), HTTP
+    )
+    raw = mailer.sent[0][0].as_bytes()
+    raw.decode("ascii")  # 7 bit on the wire
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed["Subject"] == "bob: 1 unread message in Café ☕"
+    assert "alice: " + "é" * 500 in text_of(parsed)
 
 
 def test_the_public_url_wins_over_the_registrations_own() -> None:

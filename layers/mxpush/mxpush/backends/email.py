@@ -21,6 +21,7 @@ that quote it are masked too.
 
 from __future__ import annotations
 
+import email.policy
 import html
 import time
 from collections.abc import Callable, Mapping
@@ -49,6 +50,10 @@ from mxpush.unsubscribe import UnsubscribeKeyUnreadable, link, make_token
 from mxpush.urlsafety import TargetPolicy
 
 MAX_SUBJECT_CHARS = 150
+# CRLF line ends, and headers folded only past SMTP's own line limit (RFC 5322 §2.1.1: 998): a
+# `List-Unsubscribe` longer than 78 characters must stay one `<URL>`, which the default policy
+# would turn into an RFC 2047 encoded word that no mail client reads as a link.
+MAIL_POLICY = email.policy.SMTP.clone(max_line_length=998)
 NOTIFY_PATH = "/_matrix/push/v1/notify"
 
 
@@ -186,7 +191,7 @@ class EmailBackend(Backend):
         unsubscribe_url: str,
     ) -> EmailMessage:
         digest = Digest(message, recipient_name(registration.owner))
-        mail = EmailMessage()
+        mail = EmailMessage(policy=MAIL_POLICY)
         mail["Subject"] = digest.subject()
         mail["From"] = sender
         mail["To"] = recipient
