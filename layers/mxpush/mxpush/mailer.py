@@ -15,7 +15,6 @@ password: `SmtpServer` keeps it out of `repr` and `str`.
 from __future__ import annotations
 
 import re
-import ssl
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +29,7 @@ from mxpush.errors import (
 
 if TYPE_CHECKING:
     import smtplib
+    import ssl
     from email.message import EmailMessage
 
 SMTP_TIMEOUT_SECONDS = 15.0
@@ -199,7 +199,8 @@ class SmtpMailer:
         return self._sender
 
     def send(self, message: EmailMessage, recipient: str) -> None:
-        import smtplib  # noqa: PLC0415 - only the email sender pays for it
+        import smtplib  # noqa: PLC0415 - only the email sender pays for these
+        import ssl  # noqa: PLC0415
 
         where = f"SMTP server {self.server.host}:{self.server.port}"
         try:
@@ -261,6 +262,8 @@ class SmtpMailer:
             smtp.login(self.server.username, self.server.password or "")
 
     def _context(self) -> ssl.SSLContext:
+        import ssl  # noqa: PLC0415
+
         return self._ssl_context or ssl.create_default_context()
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import re
 from collections.abc import Callable
 from typing import Protocol
@@ -93,6 +92,8 @@ def unsubscribe(
 
 def confirmation_page(token: str, *, done: bool) -> str:
     """The small HTML page a browser gets: a button that POSTs the link (GET), or the result."""
+    import html  # noqa: PLC0415 - html.entities is large: only this page needs it
+
     if done:
         text = "<p>You will get no more notification emails from this push gateway.</p>"
     else:

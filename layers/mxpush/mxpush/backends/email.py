@@ -21,8 +21,6 @@ that quote it are masked too.
 
 from __future__ import annotations
 
-import email.policy
-import html
 import time
 from collections.abc import Callable, Mapping
 from email.message import EmailMessage
@@ -50,10 +48,8 @@ from mxpush.unsubscribe import UnsubscribeKeyUnreadable, link, make_token
 from mxpush.urlsafety import TargetPolicy
 
 MAX_SUBJECT_CHARS = 150
-# CRLF line ends, and headers folded only past SMTP's own line limit (RFC 5322 §2.1.1: 998): a
-# `List-Unsubscribe` longer than 78 characters must stay one `<URL>`, which the default policy
-# would turn into an RFC 2047 encoded word that no mail client reads as a link.
-MAIL_POLICY = email.policy.SMTP.clone(max_line_length=998)
+# Headers are folded only past SMTP's own line limit (RFC 5322 §2.1.1).
+MAX_LINE_BYTES = 998
 NOTIFY_PATH = "/_matrix/push/v1/notify"
 
 
@@ -191,7 +187,13 @@ class EmailBackend(Backend):
         unsubscribe_url: str,
     ) -> EmailMessage:
         digest = Digest(message, recipient_name(registration.owner))
-        mail = EmailMessage(policy=MAIL_POLICY)
+        # CRLF line ends, and no folding below 998: a `List-Unsubscribe` longer than 78
+        # characters must stay one `<URL>`, which the default policy would turn into an RFC 2047
+        # encoded word that no mail client reads as a link. (Imported here: `email.policy`
+        # weighs on every handler's cold start, and only the email sender needs it.)
+        import email.policy  # noqa: PLC0415
+
+        mail = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=MAX_LINE_BYTES))
         mail["Subject"] = digest.subject()
         mail["From"] = sender
         mail["To"] = recipient
@@ -297,6 +299,8 @@ class Digest:
         return "\n".join(lines)
 
     def html(self, unsubscribe_url: str) -> str:
+        import html  # noqa: PLC0415 - html.entities is large: only the email sender loads it
+
         def e(text: str) -> str:
             return html.escape(text, quote=True)
 
