@@ -97,7 +97,8 @@ def confirmation_page(token: str, *, done: bool) -> str:
     if done:
         text = "<p>You will get no more notification emails from this push gateway.</p>"
     else:
-        action = html.escape(f"{UNSUBSCRIBE_PATH}?t={quote(token, safe='.')}", quote=True)
+        # The same URL (a query-only reference): right behind a proxy's path prefix too.
+        action = html.escape(f"?t={quote(token, safe='.')}", quote=True)
         text = (
             "<p>Stop the Matrix notification emails this push gateway sends you?</p>"
             f'<form method="post" action="{action}">'
