@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from mxpush import wiring
+from mxpush.delivery import FIRST_RETRY_SECONDS
 from mxpush.mailer import EmailUnavailable, Mailer
 from tests.conftest import EMAIL_FROM, Api, synapse_body, wait_until, with_event_id
 from tests.fakes.smtp import FakeSmtp
@@ -307,3 +308,20 @@ def test_the_link_points_at_the_public_url(api: Api, smtp: FakeSmtp, address: st
     link = unsubscribe_url(mail.part("text/plain"))
     assert urlsplit(link).netloc == urlsplit(api.base).netloc
     wait_until(lambda: outcomes(api, pushkey) == ["delivered"])
+
+
+def test_greylisting_is_retried_until_the_mail_goes_out(
+    api: Api, smtp: FakeSmtp, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4xx is temporary: the retry execution tries again (its first wait shortened here from
+    30 s), and the mail goes out once."""
+    monkeypatch.setitem(FIRST_RETRY_SECONDS, "email", 1)
+    smtp.data_replies.append("451 4.7.1 Greylisted, please try again later")
+    pushkey = register_email(api, address)
+    api.notify(synapse_body(DM, pushkey))
+
+    [mail] = smtp.wait_for_recipient(address, timeout=20)
+    assert mail.message["Subject"] == "1 unread message from alice"
+    wait_for_outcome(api, pushkey, "delivered")
+    assert len(smtp.to(address)) == 1
+    assert smtp.data_replies == []
