@@ -5,7 +5,8 @@
 
 deploy: the first time (no stack yet) runs `sam deploy --guided`, which asks for the settings
 and saves them in samconfig.toml; later runs deploy with them. Then it creates the SSM
-SecureStrings the stack names (operator token, Web Push VAPID key) if they are missing -
+SecureStrings the stack names (operator token, Web Push VAPID key, the key of the emails'
+unsubscribe links) if they are missing -
 CloudFormation cannot create SecureStrings - and prints the URLs and the parameters' names.
 Secret values are never printed nor overwritten.
 """
@@ -56,6 +57,7 @@ class Secret:
 SECRETS = (
     Secret("AdminTokenParameterName", "operator token", new_admin_token),
     Secret("VapidPrivateKeyParameterName", "Web Push VAPID private key", new_vapid_private_key),
+    Secret("UnsubscribeSecretParameterName", "email unsubscribe-link key", new_admin_token),
 )
 
 

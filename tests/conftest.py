@@ -22,10 +22,12 @@ from botocore.client import BaseClient
 from mxpush_local.gateway import LocalGateway, LocalSettings
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.homeserver import FakeHomeserver
+from tests.fakes.smtp import FakeSmtp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "synapse-1.163.2"
 ADMIN_TOKEN = "test-admin-token"
 GOTIFY_TOKEN = "AppToken.Valid1"
+EMAIL_FROM = "mxpush <push@mxpush.example.org>"
 
 
 def synapse_body(name: str, pushkey: str | None = None) -> dict[str, Any]:
@@ -130,7 +132,15 @@ def homeserver() -> Iterator[FakeHomeserver]:
 
 
 @pytest.fixture(scope="session")
-def gateway(homeserver: FakeHomeserver) -> Iterator[LocalGateway]:
+def smtp() -> Iterator[FakeSmtp]:
+    """The session gateway's mail server (the email backend's SMTP transport)."""
+    server = FakeSmtp().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(homeserver: FakeHomeserver, smtp: FakeSmtp) -> Iterator[LocalGateway]:
     settings = LocalSettings(
         port=0,
         admin_token=ADMIN_TOKEN,
@@ -138,6 +148,8 @@ def gateway(homeserver: FakeHomeserver) -> Iterator[LocalGateway]:
         allowed_homeservers=homeserver.url,
         allow_private_targets=True,
         access_log=False,
+        smtp_url=smtp.url(),
+        email_from=EMAIL_FROM,
     )
     local = LocalGateway(settings)
     # No sweep on a timer: it would re-drive what earlier tests left (their executions are

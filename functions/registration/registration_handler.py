@@ -17,7 +17,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mxpush import wiring
 from mxpush.auth import Authenticator, Caller
 from mxpush.http_api import JSON_HEADERS, Request, Router, empty_response, json_response, serve
-from mxpush.model import Outcome
+from mxpush.ids import log_ref
+from mxpush.model import Outcome, Status
 from mxpush.notification import load_json
 from mxpush.push_token_report import report_push_token
 from mxpush.registration import (
@@ -30,6 +31,7 @@ from mxpush.registration import (
     send_test_push,
     unregister,
 )
+from mxpush.unsubscribe import UNSUBSCRIBE_PATH, check_token, confirmation_page, unsubscribe
 
 logger = Logger(service="mxpush")
 router = Router()
@@ -127,6 +129,36 @@ def push_token_report(request: Request) -> dict[str, Any]:
         gateway_url=wiring.settings().public_url or request.base_url() or "",
     )
     return json_response(200, answer)
+
+
+@router.route("GET", UNSUBSCRIBE_PATH)
+def unsubscribe_page(request: Request) -> dict[str, Any]:
+    """An email's unsubscribe link opened in a browser: a page whose button POSTs it. Never
+    unsubscribes by itself (mail scanners fetch links). No Bearer token: the signed link is it."""
+    token = request.query.get("t")
+    check_token(wiring.unsubscribe_key(), token, now=wiring.clock())
+    return _html(200, confirmation_page(token or "", done=False))
+
+
+@router.route("POST", UNSUBSCRIBE_PATH)
+def unsubscribe_now(request: Request) -> dict[str, Any]:
+    """RFC 8058 one-click (a mail client POSTs `List-Unsubscribe=One-Click`), or the page's
+    button: email delivery of the link's registration stops."""
+    registration = unsubscribe(
+        wiring.store(), wiring.unsubscribe_key(), request.query.get("t"), clock=wiring.clock
+    )
+    logger.info("unsubscribed", extra={"pushkey": log_ref(registration.rid)})
+    if "text/html" in request.headers.get("accept", ""):
+        return _html(200, confirmation_page("", done=True))
+    return json_response(200, {"unsubscribed": True, "status": Status.REJECTED.value})
+
+
+def _html(status: int, page: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
+        "body": page,
+    }
 
 
 @router.route("GET", "/api/v1/webpush/vapid-public-key")

@@ -91,12 +91,28 @@ def main(argv: list[str] | None = None) -> int:
         where = gateway.secrets_path
         kept = f" (generated, kept in {where})" if where else " (generated for this session)"
     print(f"Web Push VAPID public key{kept}: {vapid_public_key}", flush=True)
+    print(email_line(gateway.settings), flush=True)
     stop.wait()
     print("mxpush: metrics of this session (also at GET /metrics):", flush=True)
     print("\n".join(gateway.metrics.summary()), flush=True)
     print("mxpush: stopping", flush=True)
     gateway.stop()
     return 0
+
+
+def email_line(settings: LocalSettings) -> str:
+    """What the email backend will use (never the SMTP password)."""
+    if not settings.smtp_url:
+        return "email: off (set MXPUSH_SMTP_URL and MXPUSH_EMAIL_FROM to mail digests)"
+    from mxpush.mailer import parse_smtp_url  # noqa: PLC0415
+
+    try:
+        server = parse_smtp_url(settings.smtp_url)
+    except ConfigError as exc:
+        return f"email: off ({exc})"
+    starttls = "" if settings.smtp_starttls else ", STARTTLS off"
+    sender = settings.email_from or "nobody: set MXPUSH_EMAIL_FROM"
+    return f"email: through {server}{starttls}, from {sender}"
 
 
 def state_line(gateway: LocalGateway) -> str:

@@ -64,6 +64,13 @@ class LocalSettings:
     vapid_subject: str = ""
     # Origins whose web pages may call the API from a browser (CORS); empty = none.
     cors_origins: str = ""
+    # Email through an SMTP server (`smtp://user:password@host:port`, `smtps://...`) as
+    # `email_from`; both empty = email disabled. The unsubscribe links' key: empty = generated
+    # at the first start and kept beside the state file, like the VAPID key.
+    smtp_url: str = field(default="", repr=False)
+    smtp_starttls: bool = True
+    email_from: str = ""
+    unsubscribe_secret: str = field(default="", repr=False)
     # The state file (`state.py`); `:memory:` keeps nothing after a stop (tests).
     state: str = MEMORY
 
@@ -88,6 +95,10 @@ class LocalSettings:
             vapid_private_key=env.get("MXPUSH_VAPID_PRIVATE_KEY", "").strip(),
             vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip(),
             cors_origins=env.get("MXPUSH_CORS_ORIGINS", ""),
+            smtp_url=env.get("MXPUSH_SMTP_URL", "").strip(),
+            smtp_starttls=flag("MXPUSH_SMTP_STARTTLS", True),
+            email_from=env.get("MXPUSH_EMAIL_FROM", "").strip(),
+            unsubscribe_secret=env.get("MXPUSH_UNSUBSCRIBE_SECRET", "").strip(),
             state=env.get("MXPUSH_STATE", "").strip() or str(DEFAULT_STATE),
         )
 
@@ -120,10 +131,21 @@ class LocalGateway:
             settings.vapid_private_key or kept.get("vapid_private_key") or generate_private_key()
         )
         self.generated_vapid_key = not settings.vapid_private_key
+        self.unsubscribe_secret = (
+            settings.unsubscribe_secret
+            or kept.get("unsubscribe_secret")
+            or secrets.token_urlsafe(32)
+        )
+        generated_unsubscribe_secret = not settings.unsubscribe_secret
         self._secrets_to_keep = {
             **kept,
             **({"admin_token": self.admin_token} if self.generated_admin_token else {}),
             **({"vapid_private_key": self.vapid_private_key} if self.generated_vapid_key else {}),
+            **(
+                {"unsubscribe_secret": self.unsubscribe_secret}
+                if generated_unsubscribe_secret
+                else {}
+            ),
         }
         self._secrets_kept = kept
         self.template = load_template(template_path)
@@ -212,6 +234,12 @@ class LocalGateway:
             "MXPUSH_VAPID_PRIVATE_KEY": self.vapid_private_key,
             "MXPUSH_VAPID_PRIVATE_KEY_PARAMETER": "",
             "MXPUSH_VAPID_SUBJECT": s.vapid_subject or LOCAL_VAPID_SUBJECT,
+            "MXPUSH_SMTP_URL": s.smtp_url,
+            "MXPUSH_SMTP_STARTTLS": "true" if s.smtp_starttls else "false",
+            "MXPUSH_EMAIL_FROM": s.email_from,
+            "MXPUSH_EMAIL_TRANSPORT": "",
+            "MXPUSH_UNSUBSCRIBE_SECRET": self.unsubscribe_secret,
+            "MXPUSH_UNSUBSCRIBE_SECRET_PARAMETER": "",
             "POWERTOOLS_SERVICE_NAME": "mxpush",
         }
 

@@ -199,3 +199,38 @@ def test_policies_name_their_resources() -> None:
         for statement in _statements(resource):
             if statement["Resource"] == "*":
                 assert set(statement["Action"]) <= UNSCOPED_ACTIONS, logical_id
+
+
+def test_the_email_sender_may_send_only_as_the_configured_identity() -> None:
+    resource = RAW["Resources"]["EmailSenderFunction"]
+    variables = resource["Properties"]["Environment"]["Variables"]
+    assert variables["MXPUSH_EMAIL_FROM"] == {"Ref": "EmailFromAddress"}
+    assert variables["MXPUSH_EMAIL_TRANSPORT"] == "ses"
+    assert variables["MXPUSH_UNSUBSCRIBE_SECRET_PARAMETER"] == {
+        "Ref": "UnsubscribeSecretParameterName"
+    }
+    [ses] = [s for s in _statements(resource) if "ses:SendEmail" in s["Action"]]
+    [address, domain] = ses["Resource"]
+    assert address == {
+        "Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/"
+        "${EmailFromAddress}"
+    }
+    assert domain["Fn::Sub"][1] == {
+        "Domain": {"Fn::Select": [1, {"Fn::Split": ["@", {"Ref": "EmailFromAddress"}]}]}
+    }
+    # Only when email is configured (an empty address would name no identity).
+    [conditional] = [
+        p
+        for p in resource["Properties"]["Policies"]
+        if isinstance(p, dict) and "Fn::If" in p and p["Fn::If"][0] == "HasEmail"
+    ]
+    assert conditional["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    assert RAW["Parameters"]["EmailFromAddress"]["Default"] == ""
+    assert RAW["Parameters"]["UnsubscribeSecretParameterName"]["Default"] == (
+        "/mxpush/unsubscribe-secret"
+    )
+
+
+def test_the_unsubscribe_route_goes_to_the_registration_function() -> None:
+    routes = {route.path for route in TEMPLATE.functions["RegistrationFunction"].routes}
+    assert "/api/v1/unsubscribe" in routes

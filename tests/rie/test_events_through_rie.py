@@ -11,25 +11,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from moto.ses.models import ses_backends
 
 from mxpush.vapid import generate_private_key, load_vapid_key
 from tests.fakes.acrobits import FakeAcrobitsPnm
 from tests.fakes.bark import Device, FakeBark
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.ntfy import FakeNtfy
-from tests.fakes.server import RecordingServer
 from tests.fakes.unifiedpush import FakeDistributor
 from tests.fakes.webhook import FakeWebhook
 from tests.fakes.webpush import FakePushService
 from tests.rie.harness import (
+    ACCOUNT,
     REGION,
     ROOT,
     TABLE_NAME,
@@ -42,10 +44,15 @@ from tests.rie.harness import (
 EVENTS = ROOT / "events"
 ADMIN_TOKEN = "rie-admin-token-0123456789"
 VAPID_SUBJECT = "mailto:ops@example.org"
+EMAIL_FROM = "push@mx.example.org"
 PLACEHOLDER_PUSHKEY = "mxp_REPLACE_WITH_A_REGISTERED_PUSHKEY"
-# What `sam local invoke --parameter-overrides` would say: fakes live on 127.0.0.1, and Web Push
-# needs a contact.
-OVERRIDES = {"AllowPrivateTargets": "true", "VapidSubject": VAPID_SUBJECT}
+# What `sam local invoke --parameter-overrides` would say: fakes live on 127.0.0.1, Web Push
+# needs a contact, email a sender address (verified in moto's SES).
+OVERRIDES = {
+    "AllowPrivateTargets": "true",
+    "VapidSubject": VAPID_SUBJECT,
+    "EmailFromAddress": EMAIL_FROM,
+}
 
 pytestmark = pytest.mark.skipif(rie_binary() is None, reason="needs .venv-sam (make validate)")
 
@@ -109,8 +116,12 @@ def create_resources(stack: Stack, endpoint: str, vapid_private_key: str) -> Non
     for parameter, value in (
         ("AdminTokenParameterName", ADMIN_TOKEN),
         ("VapidPrivateKeyParameterName", vapid_private_key),
+        ("UnsubscribeSecretParameterName", "rie-unsubscribe-key-0123456789abcdef"),
     ):
         ssm.put_parameter(Name=stack.parameters[parameter], Value=value, Type="SecureString")
+    session.client("sesv2", endpoint_url=endpoint).create_email_identity(
+        EmailIdentity=EMAIL_FROM.split("@")[1]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -218,46 +229,79 @@ def test_record_outcome_event(world: World) -> None:
     assert answer == {"outcome": "failed", "logged": 0}
 
 
+class Fake(Protocol):
+    def wait_for(self, count: int, timeout: float = 10.0) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
 # backend -> (a started fake, the target registered for it)
-Backend = Callable[[World], tuple[RecordingServer, dict[str, Any]]]
+Backend = Callable[[World], tuple[Fake, dict[str, Any]]]
 
 
-def gotify(world: World) -> tuple[RecordingServer, dict[str, Any]]:
+def gotify(world: World) -> tuple[Fake, dict[str, Any]]:
     server = FakeGotify().start()
     return server, {"url": server.base_url, "token": "AppToken.Valid1"}
 
 
-def ntfy(world: World) -> tuple[RecordingServer, dict[str, Any]]:
+def ntfy(world: World) -> tuple[Fake, dict[str, Any]]:
     token = "tk_AgQdq7mVBoFD37zQVN29RhuMzNIz2"
     server = FakeNtfy(tokens={token: "bob"}, grants={"bob": {"bob_phone"}}).start()
     return server, {"url": server.topic_url("bob_phone"), "token": token}
 
 
-def bark(world: World) -> tuple[RecordingServer, dict[str, Any]]:
+def bark(world: World) -> tuple[Fake, dict[str, Any]]:
     server = FakeBark(devices={"F5u42Bd3HyW8KxkUqo2gRA": Device()}).start()
     return server, {"url": server.base_url, "device_key": "F5u42Bd3HyW8KxkUqo2gRA"}
 
 
-def webhook(world: World) -> tuple[RecordingServer, dict[str, Any]]:
+def webhook(world: World) -> tuple[Fake, dict[str, Any]]:
     server = FakeWebhook().start()
     return server, {"url": server.hook_url}
 
 
-def acrobits(world: World) -> tuple[RecordingServer, dict[str, Any]]:
+def acrobits(world: World) -> tuple[Fake, dict[str, Any]]:
     token = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J="
     server = FakeAcrobitsPnm({token: "com.cloudsoftphone.app"}).start()
     target = {"device_token": token, "app_id": "com.cloudsoftphone.app", "url": server.send_url}
     return server, target
 
 
-def webpush(world: World) -> tuple[RecordingServer, dict[str, Any]]:
+def webpush(world: World) -> tuple[Fake, dict[str, Any]]:
     server = FakePushService().start()
     return server, server.subscribe(world.vapid_public_key).subscription()
 
 
-def unifiedpush(world: World) -> tuple[RecordingServer, dict[str, Any]]:
+def unifiedpush(world: World) -> tuple[Fake, dict[str, Any]]:
     server = FakeDistributor().start()
     return server, {"endpoint": server.new_endpoint()}
+
+
+class SesOutbox:
+    """moto's SES, whose server runs in this process: the mails the email sender sent."""
+
+    def __init__(self, recipient: str) -> None:
+        self.recipient = recipient
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            sent = [
+                m
+                for m in ses_backends[ACCOUNT][REGION].sent_messages
+                if self.recipient in getattr(m, "destinations", ())
+            ]
+            if len(sent) >= count:
+                return sent
+            assert time.monotonic() < deadline, f"{len(sent)} mails to {self.recipient}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        return
+
+
+def email(world: World) -> tuple[Fake, dict[str, Any]]:
+    return SesOutbox("bob.rie@example.org"), {"to": "bob.rie@example.org"}
 
 
 BACKENDS: dict[str, Backend] = {
@@ -268,6 +312,7 @@ BACKENDS: dict[str, Backend] = {
     "acrobits": acrobits,
     "webpush": webpush,
     "unifiedpush": unifiedpush,
+    "email": email,
 }
 
 

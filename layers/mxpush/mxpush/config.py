@@ -47,6 +47,17 @@ class Settings:
     vapid_private_key: str | None = field(default=None, repr=False)
     vapid_private_key_parameter: str | None = None
     vapid_subject: str | None = None
+    # Email: the sender address (`From`), the transport (`ses`, `smtp`; empty = SMTP when
+    # `smtp_url` is set, else none: email disabled), the SMTP server as a URL (its password is
+    # in it: never shown), and whether to upgrade with STARTTLS when the server offers it.
+    email_from: str | None = None
+    email_transport: str | None = None
+    smtp_url: str | None = field(default=None, repr=False)
+    smtp_starttls: bool = True
+    # The key of the signed unsubscribe links in emails: itself (local mode), or the name of an
+    # SSM SecureString holding it (AWS).
+    unsubscribe_secret: str | None = field(default=None, repr=False)
+    unsubscribe_secret_parameter: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +84,12 @@ class Settings:
             vapid_private_key=env.get("MXPUSH_VAPID_PRIVATE_KEY", "").strip() or None,
             vapid_private_key_parameter=env.get("MXPUSH_VAPID_PRIVATE_KEY_PARAMETER") or None,
             vapid_subject=env.get("MXPUSH_VAPID_SUBJECT", "").strip() or None,
+            email_from=env.get("MXPUSH_EMAIL_FROM", "").strip() or None,
+            email_transport=_email_transport(env.get("MXPUSH_EMAIL_TRANSPORT", "")),
+            smtp_url=env.get("MXPUSH_SMTP_URL", "").strip() or None,
+            smtp_starttls=_bool(env, "MXPUSH_SMTP_STARTTLS", default=True),
+            unsubscribe_secret=env.get("MXPUSH_UNSUBSCRIBE_SECRET", "").strip() or None,
+            unsubscribe_secret_parameter=env.get("MXPUSH_UNSUBSCRIBE_SECRET_PARAMETER") or None,
         )
 
 
@@ -115,6 +132,13 @@ def _functions(value: str) -> dict[str, str]:
         return parse_functions(value)
     except ValueError as exc:
         raise ConfigError(f"MXPUSH_SENDER_FUNCTIONS: {exc}") from None
+
+
+def _email_transport(value: str) -> str | None:
+    transport = value.strip().lower()
+    if transport not in ("", "ses", "smtp"):
+        raise ConfigError(f"MXPUSH_EMAIL_TRANSPORT must be ses or smtp, got {value!r}")
+    return transport or None
 
 
 def _list(value: str) -> tuple[str, ...]:

@@ -61,7 +61,7 @@ VERIFY_AFTER_SECONDS = 5 * 60
 VERIFY_WINDOW_SECONDS = 60
 # Seconds before a retry execution's first attempt, per backend (the state machine's Retry
 # takes over from there; see statemachine/retry.asl.json).
-FIRST_RETRY_SECONDS: Mapping[str, int] = {"webhook": 3}
+FIRST_RETRY_SECONDS: Mapping[str, int] = {"webhook": 3, "email": 30}
 DEFAULT_FIRST_RETRY_SECONDS = 2
 _PARALLEL_SENDS = 8
 
@@ -378,7 +378,7 @@ def push(
     batch = claim.batch.to_batch()
     message = render_batch(batch, registration.options)
     try:
-        result = backend.send(message, registration.target, registration.options, http)
+        result = backend.send_to(message, registration, http)
     except TransientDeliveryError as exc:
         log.info("delivery failed for now", extra={"pushkey": log_ref(rid), "reason": exc.reason})
         return Attempt(None, exc.reason, exc)

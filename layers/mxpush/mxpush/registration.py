@@ -291,7 +291,7 @@ def send_test_push(pushkey: str, caller: Caller, ctx: RegistrationContext) -> Te
         raise InvalidParam(f"backend {registration.backend!r} is no longer available")
     now = ctx.clock()
     try:
-        result = backend.send(render_test(), registration.target, registration.options, ctx.http)
+        result = backend.send_to(render_test(), registration, ctx.http)
     except (TransientDeliveryError, PermanentDeliveryError) as exc:
         outcome = TestResult(Outcome.FAILED, exc.reason)
     except OutboundError as exc:

@@ -69,6 +69,23 @@ class PushMessage:
     content_body: str | None = None
     # Event IDs of the coalesced batch, oldest first (the last one is `event_id`).
     event_ids: tuple[str, ...] = ()
+    # The batch room by room, the latest room first (for digests: the email backend).
+    rooms: tuple[RoomDigest, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoomDigest:
+    """One room of a batch: how many of the batch's listed events came from it (0 when the
+    batch only remembers the room), its newest event and where a click on it leads. `name`
+    and `line` are known for the latest event's room only; `line` says what happened there
+    ("alice: hello"), by the same rules as the push's text (never text that is withheld)."""
+
+    room_id: str
+    count: int
+    event_id: str | None = None
+    click_url: str | None = None
+    name: str | None = None
+    line: str | None = None
 
 
 def render_batch(batch: Batch, options: RegistrationOptions) -> PushMessage:
@@ -97,7 +114,46 @@ def render_batch(batch: Batch, options: RegistrationOptions) -> PushMessage:
         msgtype=latest.msgtype,
         content_body=_raw_text(latest, include_content=options.include_content),
         event_ids=tuple(e.event_id for e in sorted(batch.events, key=lambda e: e.at)),
+        rooms=room_digest(batch, options),
     )
+
+
+def room_digest(batch: Batch, options: RegistrationOptions) -> tuple[RoomDigest, ...]:
+    """The batch's rooms, the latest event's first, then by their newest listed event."""
+    latest = batch.latest
+    newest: dict[str, tuple[float, str]] = {}
+    counts: dict[str, int] = {}
+    for ref in batch.events:
+        if not ref.room_id:
+            continue
+        counts[ref.room_id] = counts.get(ref.room_id, 0) + 1
+        if ref.room_id not in newest or ref.at > newest[ref.room_id][0]:
+            newest[ref.room_id] = (ref.at, ref.event_id)
+    order = sorted(newest, key=lambda room: newest[room][0], reverse=True)
+    order += sorted(batch.room_ids - set(order))
+    if latest.room_id:
+        order = [latest.room_id] + [room for room in order if room != latest.room_id]
+    rooms = []
+    for room in order:
+        if room == latest.room_id:
+            rooms.append(
+                RoomDigest(
+                    room_id=room,
+                    count=max(counts.get(room, 0), 1),
+                    event_id=latest.event_id,
+                    click_url=click_url(options.click_url, latest),
+                    name=latest.room_name
+                    or (None if latest.withheld else latest.sender_name or latest.sender),
+                    line=_line(latest, include_content=options.include_content),
+                )
+            )
+            continue
+        event_id = newest[room][1] if room in newest else None
+        url = click_url(options.click_url, EventSummary(event_id=event_id or "", room_id=room))
+        rooms.append(
+            RoomDigest(room_id=room, count=counts.get(room, 0), event_id=event_id, click_url=url)
+        )
+    return tuple(rooms)
 
 
 def render_test() -> PushMessage:
@@ -169,6 +225,20 @@ def _single(event: EventSummary, *, include_content: bool) -> tuple[str, str]:
         return event.room_name, line
     line = f"* {who} {text}" if _is_emote(event, include_content) else text
     return who, line
+
+
+def _line(event: EventSummary, *, include_content: bool) -> str | None:
+    """What the event says in one line with who said it: "alice: hello", "* alice waves",
+    "alice invited you to E2E Group", "Incoming call from alice (Voice call)"; None for an
+    `event_id_only` pusher's event (nothing is known)."""
+    if event.withheld:
+        return None
+    title, text = _single(event, include_content=include_content)
+    if event.is_call:
+        return f"{title} ({text})"
+    if event.is_invite or event.room_name or _is_emote(event, include_content):
+        return text
+    return f"{title}: {text}"
 
 
 def _is_emote(event: EventSummary, include_content: bool) -> bool:

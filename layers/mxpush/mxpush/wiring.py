@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
     from mypy_boto3_stepfunctions import SFNClient
 
+    from mxpush.mailer import Mailer
+
 log = logging.getLogger(__name__)
 
 
@@ -178,6 +180,89 @@ def _load_vapid_key(private_key: str | None, subject: str | None) -> VapidKey | 
         return str(exc)
 
 
+def mailer() -> Mailer:
+    """The email transport: SMTP (`MXPUSH_SMTP_URL`) or Amazon SES (`MXPUSH_EMAIL_TRANSPORT=ses`,
+    the deployed stack's setting), sending as `MXPUSH_EMAIL_FROM`. Raises `EmailUnavailable`
+    when email is not configured (registering an email target answers 400 saying why)."""
+    from mxpush.mailer import EmailUnavailable  # noqa: PLC0415 - only email pays for it
+
+    s = settings()
+    made = _mailer(
+        s.email_transport,
+        s.email_from,
+        s.smtp_url,
+        starttls=s.smtp_starttls,
+        region=s.region,
+        has_unsubscribe_key=bool(s.unsubscribe_secret or s.unsubscribe_secret_parameter),
+    )
+    if isinstance(made, str):
+        raise EmailUnavailable(made)
+    return made
+
+
+@functools.cache
+def _mailer(
+    transport: str | None,
+    sender: str | None,
+    smtp_url: str | None,
+    *,
+    starttls: bool,
+    region: str,
+    has_unsubscribe_key: bool,
+) -> Mailer | str:
+    """The mailer, or why there is none (said once per container in the log)."""
+    from mxpush.mailer import SesMailer, SmtpMailer, check_address, parse_smtp_url  # noqa: PLC0415
+
+    transport = transport or ("smtp" if smtp_url else None)
+    if transport is None:
+        return (
+            "no mail transport is configured (MXPUSH_SMTP_URL and MXPUSH_EMAIL_FROM, or on AWS "
+            "the EmailFromAddress parameter for Amazon SES)"
+        )
+    if not sender:
+        return "no sender address is configured (MXPUSH_EMAIL_FROM / EmailFromAddress)"
+    from mxpush.mailer import envelope_address  # noqa: PLC0415
+
+    try:
+        check_address(envelope_address(sender))
+    except ValueError as exc:
+        log.error("email unavailable: MXPUSH_EMAIL_FROM %s", exc)  # noqa: TRY400 - configuration
+        return f"the sender address (MXPUSH_EMAIL_FROM) {exc}"
+    if not has_unsubscribe_key:
+        return "no unsubscribe key is configured (MXPUSH_UNSUBSCRIBE_SECRET or its parameter)"
+    if transport == "ses":
+        return SesMailer(sender, region)
+    if not smtp_url:
+        return "MXPUSH_EMAIL_TRANSPORT is smtp but MXPUSH_SMTP_URL is not set"
+    try:
+        server = parse_smtp_url(smtp_url)
+    except ConfigError as exc:
+        log.error("email unavailable: %s", exc)  # noqa: TRY400 - configuration, not a bug
+        return str(exc)
+    return SmtpMailer(server, sender, starttls=starttls)
+
+
+def unsubscribe_key() -> bytes:
+    """The key of the emails' unsubscribe links: from the environment (local mode) or an SSM
+    SecureString (AWS). Raises `EmailUnavailable` when there is none, `UnsubscribeKeyUnreadable`
+    (503, or a transient failure for the sender) when it cannot be read just now."""
+    from mxpush.mailer import EmailUnavailable  # noqa: PLC0415
+    from mxpush.unsubscribe import UnsubscribeKeyUnreadable  # noqa: PLC0415
+
+    s = settings()
+    secret = s.unsubscribe_secret
+    if not secret and s.unsubscribe_secret_parameter:
+        try:
+            secret = secure_parameter(s.unsubscribe_secret_parameter, "email unsubscribe links")
+        except ParameterUnreadable as exc:
+            if exc.transient:
+                raise UnsubscribeKeyUnreadable from None
+            raise EmailUnavailable("its unsubscribe key cannot be read") from None
+    if not secret or len(secret) < 16:
+        raise EmailUnavailable("no unsubscribe key (at least 16 characters) is configured")
+    return secret.encode()
+
+
 def reset() -> None:
     for cached in (
         settings,
@@ -189,6 +274,7 @@ def reset() -> None:
         outbound_http,
         matrix_client,
         _load_vapid_key,
+        _mailer,
     ):
         cached.cache_clear()
     _parameters.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from mxpush.backends.acrobits import AcrobitsBackend
 from mxpush.backends.bark import BarkBackend
 from mxpush.backends.base import Backend
+from mxpush.backends.email import EmailBackend
 from mxpush.backends.gotify import GotifyBackend
 from mxpush.backends.ntfy import NtfyBackend
 from mxpush.backends.unifiedpush import UnifiedPushBackend
@@ -25,6 +26,7 @@ BACKENDS: dict[str, Backend] = {
         BarkBackend(),
         WebhookBackend(),
         WebPushBackend(),
+        EmailBackend(),
     )
 }
 

@@ -28,7 +28,7 @@ from mxpush.errors import (
     UnsafeTarget,
 )
 from mxpush.events import Urgency
-from mxpush.model import RegistrationOptions
+from mxpush.model import Registration, RegistrationOptions
 from mxpush.outbound import HttpResponse, OutboundHttp
 from mxpush.render import MessageKind, PushMessage
 from mxpush.retraction import Retraction, can_retract, notification_key
@@ -148,6 +148,22 @@ class Backend:
 
     def can_retract(self, target: Mapping[str, Any]) -> bool:
         return can_retract(self.name, target)
+
+    def send_to(
+        self,
+        message: PushMessage,
+        registration: Registration,
+        http: OutboundHttp,
+        *,
+        target: Mapping[str, Any] | None = None,
+    ) -> SendResult:
+        """Push for a registration (what the senders and the test push call). Most backends
+        need only its target and options; one that needs more of it overrides this (email: the
+        registration's id and owner, for the unsubscribe link and the greeting). `target`: another
+        target than the registration's own (a channel's)."""
+        return self.send(
+            message, registration.target if target is None else target, registration.options, http
+        )
 
     def priority(self, urgency: Urgency, options: RegistrationOptions) -> int:
         return options.priority.get(urgency.key, self.default_priority[urgency.key])
