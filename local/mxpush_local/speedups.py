@@ -17,7 +17,9 @@ import functools
 from typing import Any
 
 import botocore.useragent
-from moto.dynamodb.parsing import expressions
+from moto.dynamodb.parsing.expressions import (  # type: ignore[attr-defined]
+    UpdateExpressionParser,
+)
 
 # Expressions are few (the store writes a handful of fixed shapes); a bound keeps a client that
 # builds expressions from data from growing the cache.
@@ -38,7 +40,7 @@ class Memoized:
             "sanitize_user_agent_string_component",
             functools.lru_cache(maxsize=_AGENT_PARTS_KEPT)(sanitize),
         )
-        parser = expressions.UpdateExpressionParser
+        parser: Any = UpdateExpressionParser
         make = parser.__dict__["make"]  # the classmethod itself
         parse = functools.lru_cache(maxsize=_EXPRESSIONS_KEPT)(make.__func__)
 
