@@ -303,3 +303,30 @@ def test_each_function_runs_within_the_timeout_the_template_gives_it() -> None:
     senders = [spec for name, spec in functions.items() if name.endswith("SenderFunction")]
     assert senders
     assert all(spec.timeout >= 30 for spec in senders)
+
+
+def test_memoized_parsing_fails_and_succeeds_as_before(
+    gateway: LocalGateway, dynamodb: Any
+) -> None:
+    """The same UpdateExpression string, parsed once, serves calls with other values; a bad
+    expression fails every time (a failure is not remembered as an answer)."""
+    table = gateway.aws.table_name
+    key = {"rid": {"S": f"test-memo-{uuid.uuid4().hex}"}, "sk": {"S": "a"}}
+    for n in range(3):
+        dynamodb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET n = :n ADD c :one",
+            ExpressionAttributeValues={":n": {"N": str(n)}, ":one": {"N": "1"}},
+        )
+    item = dynamodb.get_item(TableName=table, Key=key)["Item"]
+    assert (item["n"], item["c"]) == ({"N": "2"}, {"N": "3"})
+    for _ in range(2):
+        with pytest.raises(ClientError) as caught:
+            dynamodb.update_item(
+                TableName=table,
+                Key=key,
+                UpdateExpression="SET n = = :n",
+                ExpressionAttributeValues={":n": {"N": "1"}},
+            )
+        assert caught.value.response["Error"]["Code"] == "ValidationException"
