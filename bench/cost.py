@@ -562,7 +562,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--a-notifications", type=int, default=int(_env_number("BENCH_COST_A_NOTIFICATIONS", 1500))
     )
-    parser.add_argument("--rate", type=float, default=_env_number("BENCH_COST_RATE", 15))
+    parser.add_argument("--rate", type=float, default=_env_number("BENCH_COST_RATE", 50))
     parser.add_argument(
         "--quiet-seconds", type=int, default=int(_env_number("BENCH_COST_QUIET_SECONDS", 180))
     )

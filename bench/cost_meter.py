@@ -3,8 +3,9 @@ API call in the process (all threads), DynamoDB capacity units as AWS bills them
 Lambda invocation with its duration.
 
 - API calls: `botocore.client.BaseClient._make_api_call`, attributed to the Lambda function whose
-  handler is running on the calling thread, or to the state machine (moto's ASL interpreter:
-  its Lambda `Invoke` for a Task state, its service integrations) when none is.
+  handler is running on the calling thread (or that submitted the work to a sender's thread
+  pool), or to the state machine (moto's ASL interpreter: its Lambda `Invoke` for a Task state,
+  its service integrations) when none is.
 - DynamoDB units: item sizes before and after each request, read from moto's backend directly
   (not through the API, so not counted). DynamoDB requests are serialized while measured, so
   before and after belong to the request (local mode serializes them anyway).
@@ -19,6 +20,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from moto.dynamodb.models import dynamodb_backends
 
+from mxpush import delivery
 from mxpush_local.aws import ACCOUNT, REGION, Functions
 
 STATE_MACHINE = "(state machine)"
@@ -80,6 +83,7 @@ class Meter:
         self._active = False
         self._saved_api_call: Any = None
         self._saved_invoke: Any = None
+        self._saved_pool: Any = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -100,12 +104,36 @@ class Meter:
         self._saved_invoke = original_run
         BaseClient._make_api_call = make_api_call  # type: ignore[attr-defined]
         self.functions._run = run  # type: ignore[method-assign]
+        # A sender pushes a slot's batches on a thread pool: its workers' calls are its own.
+        self._saved_pool = vars(delivery)["ThreadPoolExecutor"]
+        setattr(delivery, "ThreadPoolExecutor", self._attributed_pool())  # noqa: B010 - not exported
+
+    def _attributed_pool(self) -> type[ThreadPoolExecutor]:
+        meter = self
+
+        class AttributedPool(ThreadPoolExecutor):
+            def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+                parent = meter._stack()[-1:]
+
+                def attributed(*inner_args: Any, **inner_kwargs: Any) -> Any:
+                    stack = meter._stack()
+                    stack.extend(parent)
+                    try:
+                        return fn(*inner_args, **inner_kwargs)
+                    finally:
+                        del stack[len(stack) - len(parent) :]
+
+                return super().submit(attributed, *args, **kwargs)
+
+        return AttributedPool
 
     def uninstall(self) -> None:
         if self._saved_api_call is not None:
             BaseClient._make_api_call = self._saved_api_call  # type: ignore[attr-defined]
         if self._saved_invoke is not None:
             self.functions._run = self._saved_invoke  # type: ignore[method-assign]
+        if self._saved_pool is not None:
+            setattr(delivery, "ThreadPoolExecutor", self._saved_pool)  # noqa: B010 - not exported
 
     def start(self) -> Tally:
         """Count from now on, into a fresh tally."""
