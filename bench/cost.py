@@ -168,6 +168,8 @@ class Bench:
             port=0, admin_token=ADMIN_TOKEN, delay_seconds=delay, access_log=False
         )
         self.gateway = LocalGateway(settings)
+        # Every execution's history is read at the end of a trace: keep them all until then.
+        self.gateway.aws.keep_finished_executions_seconds = 7 * 24 * 3600
         self.gateway.start()
         self.meter = Meter(self.gateway.aws.functions, self.gateway.aws.table_name)
         self.meter.install()

@@ -234,6 +234,9 @@ class LocalAws:
         self._timers: list[threading.Thread] = []
         # Run scheduled functions (the sweep) on their template rate; tests drive them by hand.
         self.run_schedules = True
+        # Finished executions older than this are dropped (memory); a bench that reads every
+        # execution's history at the end keeps them longer.
+        self.keep_finished_executions_seconds = KEEP_FINISHED_EXECUTIONS_SECONDS
         # Where the table is kept across restarts (`state.py`); None: in memory only.
         self.journal: Journal | None = None
 
@@ -742,7 +745,7 @@ class LocalAws:
         def release() -> None:
             while not self._timers_stop.wait(RELEASE_EVERY_SECONDS):
                 try:
-                    self.release_finished_executions(KEEP_FINISHED_EXECUTIONS_SECONDS)
+                    self.release_finished_executions(self.keep_finished_executions_seconds)
                 except Exception:
                     log.exception("releasing finished executions failed")
 
