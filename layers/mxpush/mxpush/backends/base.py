@@ -28,7 +28,7 @@ from mxpush.errors import (
     UnsafeTarget,
 )
 from mxpush.events import Urgency
-from mxpush.model import RegistrationOptions
+from mxpush.model import Registration, RegistrationOptions
 from mxpush.outbound import HttpResponse, OutboundHttp
 from mxpush.render import MessageKind, PushMessage
 from mxpush.retraction import Retraction, can_retract, notification_key
@@ -135,6 +135,22 @@ class Backend:
         http: OutboundHttp,
     ) -> SendResult:
         raise NotImplementedError
+
+    def send_to(
+        self,
+        message: PushMessage,
+        registration: Registration,
+        http: OutboundHttp,
+        *,
+        target: Mapping[str, Any] | None = None,
+    ) -> SendResult:
+        """Push for a registration (what the senders call, with the registration as the channel
+        being pushed on sees it: `Registration.channel_view`). Most backends need only its
+        target and options; one that needs more of it overrides this. `target`: another target
+        than the registration's own."""
+        return self.send(
+            message, registration.target if target is None else target, registration.options, http
+        )
 
     def retract(
         self,

@@ -53,6 +53,13 @@ class Registrations(StoreBase):
             status=registration.status.value,
             claim=registration.claim,
         )
+        if registration.multi_channel:
+            item.more_channels = [c.to_item() for c in registration.more_channels]
+            item.mode = registration.mode.value
+            # Present (empty) so that a channel's rejection is one nested SET.
+            item.chrej = {}
+        if registration.give_up_after_seconds is not None:
+            item.give_up_after_seconds = registration.give_up_after_seconds
         if registration.claim is None:
             try:
                 item.save(condition=RegistrationItem.rid.does_not_exist())
