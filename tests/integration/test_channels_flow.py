@@ -210,9 +210,7 @@ def test_fan_out_reports_each_channel_when_one_fails(
 def test_a_read_before_the_escalation_time_sends_nothing_more(
     api: Api, gotify: FakeGotify, ntfy: FakeNtfy
 ) -> None:
-    pushkey = register_channels(
-        api, [gotify_channel(gotify), ntfy_channel(ntfy, after_seconds=3)]
-    )
+    pushkey = register_channels(api, [gotify_channel(gotify), ntfy_channel(ntfy, after_seconds=3)])
     api.notify(synapse_body(DM, pushkey))
     gotify.wait_for(1, timeout=10)
     # Logged delivered at once; the escalation shows as waiting.
@@ -228,9 +226,7 @@ def test_a_read_before_the_escalation_time_sends_nothing_more(
 
 
 def test_an_unread_push_escalates_once(api: Api, gotify: FakeGotify, ntfy: FakeNtfy) -> None:
-    pushkey = register_channels(
-        api, [gotify_channel(gotify), ntfy_channel(ntfy, after_seconds=2)]
-    )
+    pushkey = register_channels(api, [gotify_channel(gotify), ntfy_channel(ntfy, after_seconds=2)])
     api.notify(synapse_body(DM, pushkey))
     gotify.wait_for(1, timeout=10)
     delivered_at = time.monotonic()
@@ -294,3 +290,34 @@ def test_a_read_retracts_only_on_the_channel_that_delivered(
     assert channel_outcomes(retracted) == [(1, "ntfy", "retracted")]
     assert ntfy.cleared == [(TOPIC, notification_tag(DM_ROOM))]
     assert hook.requests == []
+
+
+def test_channel_answers_are_as_documented(
+    api: Api, gateway: Any, gotify: FakeGotify, ntfy: FakeNtfy
+) -> None:
+    """The registration and its log with channels (health, per-channel outcomes, a waiting
+    escalation), checked against the OpenAPI document."""
+    from tests.integration.test_openapi import checks, schema
+
+    gotify.revoke(GOTIFY_TOKEN)
+    pushkey = register_channels(
+        api, [gotify_channel(gotify), ntfy_channel(ntfy), ntfy_channel(ntfy, after_seconds=60)]
+    )
+    api.notify(synapse_body(DM, pushkey))
+    ntfy.wait_for(1, timeout=15)
+    wait_for_outcome(api, pushkey, "delivered")
+    one = "/api/v1/pushkeys/{pushkey}"
+    for path in (one, one + "/deliveries"):
+        case = schema[path]["GET"].Case(path_parameters={"pushkey": pushkey})
+        answer = case.call_and_validate(
+            base_url=gateway.url,
+            headers={"Authorization": "Bearer test-admin-token"},
+            checks=checks(),
+        )
+        assert answer.status_code == 200
+    [entry] = api.deliveries(pushkey)
+    assert channel_outcomes(entry) == [
+        (0, "gotify", "rejected"),
+        (1, "ntfy", "delivered"),
+        (2, "ntfy", "waiting"),
+    ]

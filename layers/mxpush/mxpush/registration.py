@@ -403,21 +403,24 @@ def _channels(
     warnings: list[str] = []
     for index, value in enumerate(raw):
         where = f"channels[{index}]"
+        if not isinstance(value, dict):
+            raise InvalidParam(f"{where}: must be an object with backend and target")
+        name = value.get("backend")
+        claimed = BACKENDS.get(name) if isinstance(name, str) else None
+        if index > 0 and claimed is not None and claimed.claim_field:
+            raise InvalidParam(
+                f"{where}.backend: {claimed.name!r} can only be the first channel (its "
+                f"target.{claimed.claim_field} names the registration)"
+            )
         try:
             channel, found = _channel(value, body.get("options"), policy)
         except (InvalidParam, MissingParam) as exc:
             raise type(exc)(f"{where}.{exc.error}") from None
         warnings += [f"{where}.{warning}" for warning in found]
-        backend = BACKENDS[channel.backend]
         if index == 0 and channel.after_seconds:
             raise InvalidParam(f"{where}.after_seconds: the first channel is sent first; must be 0")
         if mode is Mode.ALL and channel.after_seconds:
             raise InvalidParam(f'{where}.after_seconds: only in mode "fallback" (escalation)')
-        if index > 0 and backend.claim_field:
-            raise InvalidParam(
-                f"{where}.backend: {backend.name!r} can only be the first channel (its "
-                f"target.{backend.claim_field} names the registration)"
-            )
         channels.append(channel)
     return tuple(channels), mode, warnings
 
