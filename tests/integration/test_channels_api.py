@@ -3,6 +3,9 @@ listing with each channel's health, and registrations of one backend unchanged."
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +201,18 @@ def test_invalid_channels_say_which_field(
     assert answer.status == 400, answer.body
     assert answer.body["errcode"] == errcode
     assert mentions in answer.body["error"]
+
+
+def test_the_readme_channel_examples_register(api: Api) -> None:
+    """The README's curl bodies in "Channels", with their example hosts pointed at this machine
+    (local mode resolves every target's hostname at registration)."""
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Channels\n", 1)[1].split("\n## ", 1)[0]
+    bodies = re.findall(r"-d '(\{.*?\})'", section, re.DOTALL)
+    assert len(bodies) == 2
+    for text in bodies:
+        body = json.loads(re.sub(r"https://[a-z]+\.example\.org", "http://127.0.0.1:9", text))
+        answer = post(api, body)
+        assert answer.status == 201, answer.body
+        assert "warnings" not in answer.body

@@ -119,7 +119,7 @@ class Registrations(StoreBase):
         pusher_registered: bool | None = None,
     ) -> Registration | None:
         """Replace some target fields of the registration holding `claim` and make it active
-        again (new tokens: an old rejection no longer applies). One UpdateItem.
+        again (new tokens: an old rejection no longer applies, on any channel). One UpdateItem.
 
         Returns the updated registration, or None if it no longer holds the claim (deleted).
         """
@@ -130,6 +130,9 @@ class Registrations(StoreBase):
             R.status.set(Status.ACTIVE.value),
             R.status_reason.remove(),
             R.status_at.remove(),
+            # Channels rejected before: tried again (a channel still refused is rejected again
+            # at its next push).
+            R.chrej.remove(),
         ]
         if pusher_registered is not None:
             actions.append(R.pusher_registered.set(pusher_registered))
