@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from mxpush import metrics
@@ -46,7 +46,14 @@ from mxpush.store.delivery_side import (
     ClaimResult,
     SlotMarker,
 )
-from mxpush.store.models import BatchItem, DueEntry, OpenState, parse_channel_ref
+from mxpush.store.models import (
+    BatchItem,
+    DueEntry,
+    OpenState,
+    on_channel_ref,
+    parse_channel_ref,
+    parse_on_channel_ref,
+)
 from mxpush.store.notify_side import SlotState
 
 log = logging.getLogger(__name__)
@@ -143,6 +150,7 @@ class DeliveryStore(RecordStore, Protocol):
         retry: bool = False,
         channel: int | None = None,
         backend: str | None = None,
+        on_channel: int | None = None,
     ) -> ClaimResult: ...
 
     def delivered_before(self, rid: str, sk: str, *, now: float) -> list[BatchItem]: ...
@@ -363,6 +371,8 @@ def _first_attempt(
         return attempt.outcome.value
     metrics.retry(backend.name)
     reason = attempt.reason or "temporary failure"
+    if channel is None and claim.registration.multi_channel and claim.batch.chs is not None:
+        ref = on_channel_ref(sk, claim.batch.ch)  # the retry is for this channel only
     payload = {
         "registration": rid,
         "batch": ref,
@@ -396,8 +406,11 @@ def send_retry(
     then the batch goes on to its next channel, and the execution ends)."""
     rid, ref = str(event["registration"]), str(event["batch"])
     sk, channel = parse_channel_ref(ref)
+    sk, on_channel = parse_on_channel_ref(sk)
     started = clock()
-    claim = store.claim_batch(rid, sk, now=started, retry=True, channel=channel)
+    claim = store.claim_batch(
+        rid, sk, now=started, retry=True, channel=channel, on_channel=on_channel
+    )
     if not isinstance(claim, Claimed):
         return {"outcome": "skipped", "reason": claim.reason}
     attempt = _given_up(claim, push(claim, backend, http, store=store, now=started), started)
@@ -531,9 +544,26 @@ def conclude(
     if slots is None:  # pragma: no cover - every sender passes its scheduler
         log.warning("no slot scheduler: the sweep delivers it")
         return
-    from mxpush.gateway import ensure_slot  # noqa: PLC0415 - the notify path's, shared
+    put_in_slot(moved, store=store, slots=slots, clock=clock)
 
-    ensure_slot(due, store=store, scheduler=slots, batch=moved)
+
+def put_in_slot(
+    batch: BatchItem, *, store: RecordStore, slots: SlotStarter, clock: Callable[[], float]
+) -> None:
+    """Make sure a slot's execution hands `batch` to its sender: its own slot, or, if that slot
+    has come meanwhile (its delivery step may have read the due index before this entry: a slow
+    write, a busy container), the next one. (The notify path sends such a batch directly; a
+    sender cannot invoke the other senders.)"""
+    from mxpush.gateway import ensure_slot  # noqa: PLC0415 - the notify path's, shared
+    from mxpush.store.notify_side import SlotState  # noqa: PLC0415
+
+    slot = batch.due
+    for _ in range(5):
+        state = ensure_slot(slot, store=store, scheduler=slots, batch=replace(batch, due=slot))
+        if state is None or (state != SlotState.DISPATCHED and slot > clock()):
+            return
+        slot = max(slot, math.ceil(clock())) + 1
+    log.warning("no slot took the batch; the sweep re-drives it", extra={"slot": slot})
 
 
 def next_channel(registration: Registration, index: int, *, delivered: bool) -> int | None:
@@ -796,13 +826,14 @@ def _record_failure(
     slots: SlotStarter | None,
 ) -> bool:
     sk, channel = parse_channel_ref(ref)
+    sk, on_channel = parse_on_channel_ref(sk)
     registration, batch = store.read_batch(rid, sk)
     if registration is None or batch is None or (channel is None and batch.chs is None):
         # A registration of one channel (or gone): the batch's outcome, as always.
         return store.finish_batch(
             rid, sk, token=None, outcome=Outcome.FAILED, reason=reason, now=now
         )
-    if channel is None and (not batch.pending or (backend and batch.backend != backend)):
+    if channel is None and not _failed_here(batch, backend, on_channel):
         return False  # ended, or moved on to another channel meanwhile
     claim = Claimed(registration, batch, "", channel)
     conclude(
@@ -815,6 +846,18 @@ def _record_failure(
         token=None,
     )
     return True
+
+
+def _failed_here(batch: BatchItem, backend: str, on_channel: int | None) -> bool:
+    """Whether a failure record is about the channel the batch is on: a retry execution's
+    (`<sk>@<channel>`) only while the batch is still on that channel; a sender invocation's only
+    while the batch is on that sender's backend. Either only before the batch has ended or
+    moved on: a record that comes twice, or late, changes nothing."""
+    if on_channel is not None:
+        return batch.ch == on_channel and batch.st in (OpenState.SENDING, OpenState.RETRYING)
+    if not backend:
+        return batch.st == OpenState.RETRYING
+    return batch.backend == backend and batch.st in (OpenState.OPEN, OpenState.SENDING)
 
 
 def describe_failure(error: Any) -> str:

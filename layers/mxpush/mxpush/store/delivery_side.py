@@ -149,12 +149,14 @@ class DeliverySide(StoreBase):
         retry: bool = False,
         channel: int | None = None,
         backend: str | None = None,
+        on_channel: int | None = None,
     ) -> ClaimResult:
         """Take a batch for sending. A first attempt takes an `open` batch (or one `waiting`
         for its escalation); a retry a batch handed to it (`retrying`); either takes over a
         claim whose lease has run out. `backend`: the sender's, which must be the batch's
         current channel's (a stale due entry of a batch that moved to another channel is
         skipped). `channel`: claim that channel of a fan-out only (`claim_channel`).
+        `on_channel`: only while the batch is on that channel (a retry of a fallback chain's).
 
         Two requests: the registration (its target), then one conditional write that takes the
         batch and returns it as taken - what is pushed is exactly what was claimed (a join
@@ -183,6 +185,8 @@ class DeliverySide(StoreBase):
         if backend is not None and registration.multi_channel:
             condition += " AND backend = :backend"
             values[":backend"] = {"S": backend}
+        if on_channel is not None:
+            condition += " AND " + _on_channel(on_channel, values)
         try:
             response = self._call(
                 "UpdateItem",

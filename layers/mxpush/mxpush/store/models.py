@@ -90,8 +90,12 @@ PENDING_STATES = frozenset(
 )
 # A channel's own states in `chs` (fan-out): besides these, its outcome.
 CHANNEL_PENDING = frozenset({OpenState.OPEN, OpenState.SENDING, OpenState.RETRYING})
-# Separates a batch's sort key from a channel index in a sender's event and a due entry.
+# Separates a batch's sort key from a channel index in a sender's event and a due entry: `~`
+# for a fan-out's channel (claimed per channel), `@` for the channel a fallback chain's batch
+# was on when its retry execution started (a retry or a failure record for it changes nothing
+# once the batch has moved on).
 CHANNEL_SEPARATOR = "~"
+ON_CHANNEL_SEPARATOR = "@"
 
 
 class OwnerIndex(GlobalSecondaryIndex["RegistrationItem"]):
@@ -179,6 +183,17 @@ def channel_ref(sk: str, channel: int | None) -> str:
 
 def parse_channel_ref(ref: str) -> tuple[str, int | None]:
     sk, separator, channel = ref.partition(CHANNEL_SEPARATOR)
+    if not separator or not channel.isdigit():
+        return ref, None
+    return sk, int(channel)
+
+
+def on_channel_ref(sk: str, channel: int) -> str:
+    return f"{sk}{ON_CHANNEL_SEPARATOR}{channel}"
+
+
+def parse_on_channel_ref(ref: str) -> tuple[str, int | None]:
+    sk, separator, channel = ref.partition(ON_CHANNEL_SEPARATOR)
     if not separator or not channel.isdigit():
         return ref, None
     return sk, int(channel)
