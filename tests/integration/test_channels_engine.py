@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +18,14 @@ from mxpush.delivery import Attempt, _untaken, conclude, record_outcome
 from mxpush.events import EventSummary
 from mxpush.ids import new_pushkey, registration_id
 from mxpush.model import Channel, Mode, Outcome, Registration, Status
-from mxpush.store import Claimed, DynamoStore, Opened, Skipped
-from mxpush.store.models import DueEntry, OpenState, channel_ref, on_channel_ref
+from mxpush.store import Claimed, DynamoStore, Opened, Skipped, SlotState
+from mxpush.store.models import (
+    DueEntry,
+    OpenState,
+    channel_ref,
+    on_channel_ref,
+    parse_channel_ref,
+)
 from mxpush_local.gateway import LocalGateway
 
 GOTIFY = {"url": "http://127.0.0.1:1", "token": "AppToken.Valid1"}
@@ -35,8 +42,23 @@ class Slots:
 
 
 @pytest.fixture
-def store(gateway: LocalGateway) -> DynamoStore:
-    return wiring.store()
+def store(gateway: LocalGateway) -> Iterator[DynamoStore]:
+    """The gateway's store. These tests write slot markers without starting executions, and
+    leave batches pending: when they end, their slots are marked unstarted (the next batch of
+    such a slot starts it, as after a failed StartExecution) and their batches cancelled, so
+    that no later test's batch waits in a slot nobody runs."""
+    store = wiring.store()
+    since = int(time.time())
+    yield store
+    now = time.time()
+    for marker in store.slot_markers(since - 1, int(now) + 120):
+        if marker.st == SlotState.STARTED:
+            for entry in store.due_entries(marker.slot):
+                sk = parse_channel_ref(entry.sk)[0]
+                store.finish_batch(
+                    entry.rid, sk, token=None, outcome=Outcome.CANCELLED, reason="test", now=now
+                )
+            store.set_slot_state(marker.slot, SlotState.UNSTARTED)
 
 
 def register(store: DynamoStore, *more: Channel, mode: Mode = Mode.FALLBACK) -> Registration:
@@ -208,3 +230,19 @@ def test_every_channel_rejected_rejects_the_registration(store: DynamoStore) -> 
     stored = store.get_registration(registration.rid)
     assert stored is not None and stored.status is Status.REJECTED
     assert stored.status_reason == "every channel rejected (last: 403)"
+
+
+def test_rejecting_a_backend_rejects_only_its_channels(store: DynamoStore) -> None:
+    """What an email unsubscribe does (by backend): the other channels go on."""
+    registration = register(store, Channel("ntfy", NTFY), Channel("webhook", HOOK))
+    assert not store.reject_backend_channels(
+        registration.rid, "ntfy", reason="unsubscribed", now=time.time()
+    )
+    stored = store.get_registration(registration.rid)
+    assert stored is not None and stored.status is Status.ACTIVE
+    assert [stored.channel_rejected(i) for i in range(3)] == [False, True, False]
+    single = register(store)
+    assert not store.reject_backend_channels(single.rid, "ntfy", reason="x", now=time.time())
+    assert store.reject_backend_channels(single.rid, "gotify", reason="x", now=time.time())
+    stored = store.get_registration(single.rid)
+    assert stored is not None and stored.status is Status.REJECTED

@@ -534,6 +534,24 @@ class DeliverySide(StoreBase):
             return True
         return False
 
+    def reject_backend_channels(self, rid: str, backend: str, *, reason: str, now: float) -> bool:
+        """Reject every channel of `backend` (an email unsubscribe: the person asked for no more
+        mail, not for no more pushes). A registration of one channel is rejected as before; one
+        of several only when no other channel is left. Returns whether the registration is."""
+        registration = self._get_registration(rid)
+        if registration is None:
+            return False
+        if not registration.multi_channel:
+            if registration.backend == backend:
+                self.mark_rejected(rid, reason=reason, now=now)
+                return True
+            return False
+        rejected = False
+        for index, channel in enumerate(registration.channels):
+            if channel.backend == backend:
+                rejected = self.reject_channel(rid, index, reason=reason, now=now)
+        return rejected
+
     def delivered_before(self, rid: str, sk: str, *, now: float) -> list[BatchItem]:
         """The pushes a retraction at `sk` takes back: the pushkey's batches delivered (or being
         sent: `sending`) before it, newest first, back to the previous retraction that did not
