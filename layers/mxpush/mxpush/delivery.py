@@ -684,10 +684,12 @@ def push(
     if view is None or view.backend != backend.name:
         registered = view.backend if view is not None else "no such channel"
         return Attempt(Outcome.FAILED, f"routed to {backend.name} but registered for {registered}")
+    # From here on, the registration as this channel sees it (its target and options).
+    registration = view
     batch = claim.batch.to_batch()
-    message = render_batch(batch, view.options)
+    message = render_batch(batch, registration.options)
     try:
-        result = backend.send_to(message, view, http)
+        result = backend.send_to(message, registration, http)
     except TransientDeliveryError as exc:
         log.info("delivery failed for now", extra={"pushkey": log_ref(rid), "reason": exc.reason})
         return Attempt(None, exc.reason, exc)

@@ -136,22 +136,6 @@ class Backend:
     ) -> SendResult:
         raise NotImplementedError
 
-    def send_to(
-        self,
-        message: PushMessage,
-        registration: Registration,
-        http: OutboundHttp,
-        *,
-        target: Mapping[str, Any] | None = None,
-    ) -> SendResult:
-        """Push for a registration (what the senders call, with the registration as the channel
-        being pushed on sees it: `Registration.channel_view`). Most backends need only its
-        target and options; one that needs more of it overrides this. `target`: another target
-        than the registration's own."""
-        return self.send(
-            message, registration.target if target is None else target, registration.options, http
-        )
-
     def retract(
         self,
         retraction: Retraction,
@@ -164,6 +148,22 @@ class Backend:
 
     def can_retract(self, target: Mapping[str, Any]) -> bool:
         return can_retract(self.name, target)
+
+    def send_to(
+        self,
+        message: PushMessage,
+        registration: Registration,
+        http: OutboundHttp,
+        *,
+        target: Mapping[str, Any] | None = None,
+    ) -> SendResult:
+        """Push for a registration (what the senders and the test push call). Most backends
+        need only its target and options; one that needs more of it overrides this (email: the
+        registration's id and owner, for the unsubscribe link and the greeting). `target`: another
+        target than the registration's own (a channel's)."""
+        return self.send(
+            message, registration.target if target is None else target, registration.options, http
+        )
 
     def priority(self, urgency: Urgency, options: RegistrationOptions) -> int:
         return options.priority.get(urgency.key, self.default_priority[urgency.key])
