@@ -158,9 +158,19 @@ class DeliverySide(StoreBase):
         skipped). `channel`: claim that channel of a fan-out only (`claim_channel`).
         `on_channel`: only while the batch is on that channel (a retry of a fallback chain's).
 
-        Two requests: the registration (its target), then one conditional write that takes the
-        batch and returns it as taken - what is pushed is exactly what was claimed (a join
-        after it fails its own condition and opens a new batch)."""
+        A read first: a batch cancelled, finished or held (a read cancels a quarter of the
+        pushes of a busy chat), or on another channel, costs that one read, no write. Then the
+        registration (its target), and one conditional write that takes the batch and returns it
+        as taken - what is pushed is exactly what was claimed (a join after the read fails its
+        own condition and opens a new batch)."""
+        batch = self._get_batch(rid, sk)
+        if batch is None:
+            return Skipped("registration deleted")
+        not_now = _not_takeable(
+            batch, now=now, retry=retry, channel=channel, backend=backend, on_channel=on_channel
+        )
+        if not_now is not None:
+            return not_now
         registration = self._get_registration(rid)
         if registration is None:
             return Skipped("registration deleted")
@@ -671,6 +681,40 @@ def _not_taken(old: Any) -> Skipped:
     if state not in PENDING_STATES:
         return Skipped(state)
     return Skipped(f"held by another attempt ({state})")
+
+
+def _not_takeable(
+    batch: BatchItem,
+    *,
+    now: float,
+    retry: bool,
+    channel: int | None,
+    backend: str | None,
+    on_channel: int | None,
+) -> Skipped | None:
+    """Why this caller cannot claim `batch` as read (None: try the conditional write)."""
+    stale_before = now - CLAIM_LEASE_SECONDS
+    if channel is not None:
+        if batch.st not in (OpenState.OPEN, OpenState.SENDING):
+            return Skipped(batch.st)
+        state = batch.channel_state(channel)
+        chan_state = state.get("st")
+        takeable = chan_state == OpenState.RETRYING if retry else chan_state in (None, "open")
+        stale = chan_state == OpenState.SENDING and (state.get("claimed") or 0) < stale_before
+        if not (takeable or stale):
+            return Skipped(f"channel {channel}: {chan_state}")
+        return None
+    if not batch.pending:
+        return Skipped(batch.st)
+    takeable_states = (OpenState.RETRYING,) if retry else (OpenState.OPEN, OpenState.WAITING)
+    stale = batch.st == OpenState.SENDING and (batch.claimed or 0) < stale_before
+    if batch.st not in takeable_states and not stale:
+        return Skipped(f"held by another attempt ({batch.st})")
+    if backend is not None and batch.chs is not None and batch.backend != backend:
+        return Skipped(f"on another channel ({batch.backend})")
+    if on_channel is not None and batch.ch != on_channel:
+        return Skipped(f"moved on to channel {batch.ch}")
+    return None
 
 
 def _channel_not_taken(old: Any, channel: int) -> Skipped:
