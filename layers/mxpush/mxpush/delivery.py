@@ -12,6 +12,10 @@
   ran (Lambda's on-failure destination), is logged `failed`.
 - `sweep` (every minute): re-drives slots whose execution was never started, failed or lost,
   and checks that every batch of a past slot was taken.
+- `conclude` (README, "Channels"): how an attempt on one channel of a registration of several
+  ends - a fan-out channel's own outcome; in a fallback chain, the batch handed to its next
+  channel (a fallback, or once delivered an escalation) and put in a slot, with the channel's
+  outcome in the same write.
 """
 
 from __future__ import annotations
@@ -555,7 +559,6 @@ def put_in_slot(
     write, a busy container), the next one. (The notify path sends such a batch directly; a
     sender cannot invoke the other senders.)"""
     from mxpush.gateway import ensure_slot  # noqa: PLC0415 - the notify path's, shared
-    from mxpush.store.notify_side import SlotState  # noqa: PLC0415
 
     slot = batch.due
     for _ in range(5):
