@@ -1,5 +1,6 @@
 """Logs `failed` for pushes that will not be tried again: a retry execution out of retries
-(its Catch), or a sender invocation Lambda gave up on (the senders' on-failure destination)."""
+(its Catch), or a sender invocation Lambda gave up on (the senders' on-failure destination).
+A push with another channel to try goes on to it (in the next slot) instead."""
 
 from __future__ import annotations
 
@@ -17,4 +18,4 @@ logger = Logger(service="mxpush")
 @logger.inject_lambda_context(clear_state=True)
 @metrics.flushed
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return record_outcome(event, store=wiring.store(), now=wiring.clock())
+    return record_outcome(event, store=wiring.store(), now=wiring.clock(), slots=wiring.scheduler())

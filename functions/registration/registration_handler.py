@@ -80,7 +80,7 @@ def list_all(request: Request) -> dict[str, Any]:
 def get_one(request: Request) -> dict[str, Any]:
     ctx = context()
     registration = get_registration(request.path_params["pushkey"], authenticate(request), ctx)
-    return json_response(200, describe(registration, ctx.settings))
+    return json_response(200, describe(registration, ctx.settings, ctx.store))
 
 
 @router.route("DELETE", ONE_PUSHKEY)

@@ -351,6 +351,7 @@ class LocalAws:
         their second, so they run on; the batches they would deliver are cancelled instead.
         Retry executions belong to one push each: stopped."""
         from mxpush import wiring  # noqa: PLC0415 - after the environment is set
+        from mxpush.store.models import parse_channel_ref  # noqa: PLC0415
 
         client = boto3.client("stepfunctions", region_name=REGION)
         store = wiring.store()
@@ -365,7 +366,7 @@ class LocalAws:
                         for entry in store.due_entries(slot):
                             store.finish_batch(
                                 entry.rid,
-                                entry.sk,
+                                parse_channel_ref(entry.sk)[0],
                                 token=None,
                                 outcome=Outcome.CANCELLED,
                                 reason="test ended",

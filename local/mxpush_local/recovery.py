@@ -9,7 +9,9 @@ the process. Per pending batch (`mxpush.store.models`):
 - `sending`: its sender was pushing when the process died. Nobody holds the claim any more, so
   it is given back (`open`) and sent again: it may reach the backend twice (at-least-once for
   pushes in flight at the crash; `in_flight` counts them);
-- `retrying`: its retry execution is started again (its backoff starts over).
+- `retrying`: its retry execution is started again (its backoff starts over);
+- `waiting` (delivered on a channel, an escalation due later: README, "Channels"): like `open`;
+- a fan-out (one claim per channel): each channel still `sending` is given back and sent again.
 
 A batch whose outcome was written is not pending: it is never sent again.
 """
@@ -28,7 +30,8 @@ from mxpush.delivery import DEFAULT_FIRST_RETRY_SECONDS, FIRST_RETRY_SECONDS
 from mxpush.errors import SchedulerUnavailable
 from mxpush.gateway import ensure_slot
 from mxpush.store import BatchItem, SlotState
-from mxpush.store.models import BATCH_PREFIX, OpenState
+from mxpush.store.models import BATCH_PREFIX, OpenState, channel_ref
+from mxpush.store.notify_side import due_entries_of
 from mxpush.store.raw import deserialize_item
 
 log = logging.getLogger("mxpush_local")
@@ -55,12 +58,13 @@ def pending_batches(table_name: str, region: str) -> list[BatchItem]:
     for page in client.get_paginator("scan").paginate(
         TableName=table_name,
         ConsistentRead=True,
-        FilterExpression="begins_with(sk, :b) AND st IN (:open, :sending, :retrying)",
+        FilterExpression=("begins_with(sk, :b) AND st IN (:open, :sending, :retrying, :waiting)"),
         ExpressionAttributeValues={
             ":b": {"S": BATCH_PREFIX},
             ":open": {"S": OpenState.OPEN},
             ":sending": {"S": OpenState.SENDING},
             ":retrying": {"S": OpenState.RETRYING},
+            ":waiting": {"S": OpenState.WAITING},
         },
     ):
         found.extend(BatchItem.from_item(deserialize_item(raw)) for raw in page.get("Items", []))
@@ -76,7 +80,24 @@ def recover(*, now: float) -> Recovery:
     slots: set[int] = set()
     for batch in pending_batches(store.table_name, wiring.settings().region):
         ref = {"registration": batch.rid, "batch": batch.sk}
-        if batch.st == OpenState.SENDING:
+        if batch.fan and batch.st == OpenState.SENDING:
+            for index, backend in batch.fan.items():
+                state = batch.channel_state(int(index))
+                token = state.get("claim")
+                if (
+                    state.get("st") == OpenState.SENDING
+                    and token
+                    and store.reopen(batch.rid, batch.sk, token=str(token), channel=int(index))
+                ):
+                    report.in_flight += 1
+                    send[backend].append(
+                        {"registration": batch.rid, "batch": channel_ref(batch.sk, int(index))}
+                    )
+        elif batch.fan and (batch.immediate or batch.due <= now):
+            report.sent_now += 1
+            for entry in due_entries_of(batch):
+                send[entry.backend].append(entry.to_event())
+        elif batch.st == OpenState.SENDING:
             if batch.claim is None or not store.reopen(batch.rid, batch.sk, token=batch.claim):
                 continue
             report.in_flight += 1

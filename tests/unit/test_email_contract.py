@@ -736,8 +736,10 @@ class Store:
     def get_registration(self, rid: str) -> Registration | None:
         return self.registration if self.registration and self.registration.rid == rid else None
 
-    def mark_rejected(self, rid: str, *, reason: str, now: float) -> None:
+    def reject_backend_channels(self, rid: str, backend: str, *, reason: str, now: float) -> bool:
+        assert backend == "email"
         self.marked.append(reason)
+        return True
 
 
 def test_unsubscribe_marks_the_registration_once() -> None:

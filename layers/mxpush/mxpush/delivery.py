@@ -12,17 +12,22 @@
   ran (Lambda's on-failure destination), is logged `failed`.
 - `sweep` (every minute): re-drives slots whose execution was never started, failed or lost,
   and checks that every batch of a past slot was taken.
+- `conclude` (README, "Channels"): how an attempt on one channel of a registration of several
+  ends - a fan-out channel's own outcome; in a fallback chain, the batch handed to its next
+  channel (a fallback, or once delivered an escalation) and put in a slot, with the channel's
+  outcome in the same write.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from mxpush import metrics
@@ -35,7 +40,7 @@ from mxpush.errors import (
 )
 from mxpush.events import EventSummary
 from mxpush.ids import log_ref
-from mxpush.model import Outcome, RegistrationOptions, Status
+from mxpush.model import Outcome, Registration, RegistrationOptions, Status
 from mxpush.outbound import OutboundHttp
 from mxpush.render import render_batch
 from mxpush.retraction import Retraction, ShownPush, notification_key
@@ -43,10 +48,16 @@ from mxpush.store.delivery_side import (
     CLAIM_LEASE_SECONDS,
     Claimed,
     ClaimResult,
-    DueEntry,
     SlotMarker,
 )
-from mxpush.store.models import BatchItem, OpenState
+from mxpush.store.models import (
+    BatchItem,
+    DueEntry,
+    OpenState,
+    on_channel_ref,
+    parse_channel_ref,
+    parse_on_channel_ref,
+)
 from mxpush.store.notify_side import SlotState
 
 log = logging.getLogger(__name__)
@@ -78,17 +89,81 @@ class RecordStore(Protocol):
         now: float,
         ref: str | None = None,
         rooms: Sequence[str] | None = None,
+        channel: int | None = None,
+        record: Mapping[str, Any] | None = None,
+        delivered_at: float | None = None,
+        reject: bool = True,
     ) -> bool: ...
+
+    def read_batch(self, rid: str, sk: str) -> tuple[Registration | None, BatchItem | None]: ...
+
+    def move_batch(
+        self,
+        rid: str,
+        sk: str,
+        *,
+        token: str | None,
+        from_channel: int,
+        record: Mapping[str, Any],
+        to_channel: int,
+        backend: str,
+        due: int,
+        waiting: bool,
+        now: float,
+        delivered_at: float | None = None,
+        ref: str | None = None,
+    ) -> BatchItem | None: ...
+
+    def finish_channel(
+        self,
+        rid: str,
+        sk: str,
+        channel: int,
+        *,
+        token: str | None,
+        record: Mapping[str, Any],
+        now: float,
+    ) -> BatchItem | None: ...
+
+    def end_fan_out(
+        self,
+        rid: str,
+        sk: str,
+        *,
+        outcome: Outcome,
+        reason: str | None,
+        now: float,
+        rooms: Sequence[str] | None = None,
+        delivered_at: float | None = None,
+    ) -> bool: ...
+
+    def reject_channel(self, rid: str, channel: int, *, reason: str, now: float) -> bool: ...
+
+    def claim_slot_start(self, slot: int, first: BatchItem | None = None) -> str | None: ...
+
+    def set_slot_state(self, slot: int, state: str) -> None: ...
 
 
 class DeliveryStore(RecordStore, Protocol):
-    def claim_batch(self, rid: str, sk: str, *, now: float, retry: bool = False) -> ClaimResult: ...
+    def claim_batch(
+        self,
+        rid: str,
+        sk: str,
+        *,
+        now: float,
+        retry: bool = False,
+        channel: int | None = None,
+        backend: str | None = None,
+        on_channel: int | None = None,
+    ) -> ClaimResult: ...
 
     def delivered_before(self, rid: str, sk: str, *, now: float) -> list[BatchItem]: ...
 
-    def hand_to_retry(self, rid: str, sk: str, *, token: str, reason: str) -> bool: ...
+    def hand_to_retry(
+        self, rid: str, sk: str, *, token: str, reason: str, channel: int | None = None
+    ) -> bool: ...
 
-    def reopen(self, rid: str, sk: str, *, token: str) -> bool: ...
+    def reopen(self, rid: str, sk: str, *, token: str, channel: int | None = None) -> bool: ...
 
 
 class SlotStore(Protocol):
@@ -103,6 +178,10 @@ class SlotStore(Protocol):
 
 class RetryScheduler(Protocol):
     def start_retry(self, name: str, payload: Mapping[str, Any]) -> None: ...
+
+
+class SlotStarter(Protocol):
+    def start_slot(self, slot: int) -> None: ...
 
 
 class Senders(Protocol):
@@ -199,14 +278,29 @@ def sweep(
 def _untaken(entries: list[DueEntry], store: SlotStore, now: float) -> list[DueEntry]:
     if not entries:
         return []
-    batches = {(b.rid, b.sk): b for b in store.batches((e.rid, e.sk) for e in entries)}
+    refs = {entry: parse_channel_ref(entry.sk) for entry in entries}
+    batches = {(b.rid, b.sk): b for b in store.batches((e.rid, refs[e][0]) for e in entries)}
+    stale = now - CLAIM_LEASE_SECONDS
     left = []
     for entry in entries:
-        batch = batches.get((entry.rid, entry.sk))
+        sk, channel = refs[entry]
+        batch = batches.get((entry.rid, sk))
         if batch is None:
             continue  # its registration was deleted
-        if batch.st == OpenState.OPEN or (
-            batch.st == OpenState.SENDING and (batch.claimed or 0) < now - CLAIM_LEASE_SECONDS
+        if channel is not None:
+            state = batch.channel_state(channel)
+            if batch.st in (OpenState.OPEN, OpenState.SENDING) and (
+                state.get("st") in (None, OpenState.OPEN)
+                or (state.get("st") == OpenState.SENDING and (state.get("claimed") or 0) < stale)
+            ):
+                left.append(entry)
+            continue
+        if batch.backend != entry.backend:
+            continue  # moved to another channel since: its own entry is elsewhere
+        if (
+            batch.st == OpenState.OPEN
+            or (batch.st == OpenState.WAITING and batch.due <= entry.due)
+            or (batch.st == OpenState.SENDING and (batch.claimed or 0) < stale)
         ):
             left.append(entry)
     return left
@@ -223,13 +317,22 @@ def send_batches(
     http: OutboundHttp,
     retries: RetryScheduler,
     clock: Callable[[], float] = time.time,
+    slots: SlotStarter | None = None,
 ) -> dict[str, Any]:
-    """A sender's first attempt at each batch of `event["batches"]`, concurrently."""
+    """A sender's first attempt at each batch of `event["batches"]`, concurrently. `slots`:
+    where a batch handed to its next channel is scheduled (a fallback or an escalation)."""
     refs = [(str(b["registration"]), str(b["batch"])) for b in event.get("batches") or ()]
 
     def one(ref: tuple[str, str]) -> str:
         return _first_attempt(
-            ref[0], ref[1], backend=backend, store=store, http=http, retries=retries, clock=clock
+            ref[0],
+            ref[1],
+            backend=backend,
+            store=store,
+            http=http,
+            retries=retries,
+            clock=clock,
+            slots=slots,
         )
 
     if len(refs) == 1:
@@ -248,31 +351,35 @@ def send_batches(
 
 def _first_attempt(
     rid: str,
-    sk: str,
+    ref: str,
     *,
     backend: Backend,
     store: DeliveryStore,
     http: OutboundHttp,
     retries: RetryScheduler,
     clock: Callable[[], float],
+    slots: SlotStarter | None = None,
 ) -> str:
     started = clock()
-    claim = store.claim_batch(rid, sk, now=started)
+    sk, channel = parse_channel_ref(ref)
+    claim = store.claim_batch(rid, sk, now=started, channel=channel, backend=backend.name)
     if not isinstance(claim, Claimed):
         log.info("batch not sent", extra={"pushkey": log_ref(rid), "reason": claim.reason})
         return "skipped"
     if not claim.batch.immediate:
         metrics.lateness(backend.name, started - claim.batch.due)
-    attempt = push(claim, backend, http, store=store, now=started)
+    attempt = _given_up(claim, push(claim, backend, http, store=store, now=started), started)
     if attempt.outcome is not None:
         _count(backend.name, claim.batch, attempt.outcome, answered=clock())
-        _finish(store, claim, attempt, clock)
+        conclude(store, claim, attempt, backend=backend.name, clock=clock, slots=slots)
         return attempt.outcome.value
     metrics.retry(backend.name)
     reason = attempt.reason or "temporary failure"
+    if channel is None and claim.registration.multi_channel and claim.batch.chs is not None:
+        ref = on_channel_ref(sk, claim.batch.ch)  # the retry is for this channel only
     payload = {
         "registration": rid,
-        "batch": sk,
+        "batch": ref,
         "backend": backend.name,
         "backoff_seconds": FIRST_RETRY_SECONDS.get(backend.name, DEFAULT_FIRST_RETRY_SECONDS),
     }
@@ -283,9 +390,9 @@ def _first_attempt(
     except SchedulerUnavailable as exc:
         log.warning("retry not scheduled", extra={"pushkey": log_ref(rid), "reason": str(exc)})
         # Back to `open`: Lambda's next run of this event takes it again.
-        store.reopen(rid, sk, token=claim.token)
+        store.reopen(rid, sk, token=claim.token, channel=channel)
         return "unscheduled"
-    store.hand_to_retry(rid, sk, token=claim.token, reason=reason)
+    store.hand_to_retry(rid, sk, token=claim.token, reason=reason, channel=channel)
     return "retrying"
 
 
@@ -296,22 +403,222 @@ def send_retry(
     store: DeliveryStore,
     http: OutboundHttp,
     clock: Callable[[], float] = time.time,
+    slots: SlotStarter | None = None,
 ) -> dict[str, str]:
     """One more attempt, in a retry execution. Raises `TransientDeliveryError` for the state
-    machine to retry with backoff."""
-    rid, sk = str(event["registration"]), str(event["batch"])
+    machine to retry with backoff (unless the channel's `give_up_after_seconds` has passed:
+    then the batch goes on to its next channel, and the execution ends)."""
+    rid, ref = str(event["registration"]), str(event["batch"])
+    sk, channel = parse_channel_ref(ref)
+    sk, on_channel = parse_on_channel_ref(sk)
     started = clock()
-    claim = store.claim_batch(rid, sk, now=started, retry=True)
+    claim = store.claim_batch(
+        rid, sk, now=started, retry=True, channel=channel, on_channel=on_channel
+    )
     if not isinstance(claim, Claimed):
         return {"outcome": "skipped", "reason": claim.reason}
-    attempt = push(claim, backend, http, store=store, now=started)
+    attempt = _given_up(claim, push(claim, backend, http, store=store, now=started), started)
     if attempt.outcome is not None:
         _count(backend.name, claim.batch, attempt.outcome, answered=clock())
-        _finish(store, claim, attempt, clock)
+        conclude(store, claim, attempt, backend=backend.name, clock=clock, slots=slots)
         return {"outcome": attempt.outcome.value}
     metrics.retry(backend.name)
-    store.hand_to_retry(rid, sk, token=claim.token, reason=attempt.reason or "temporary failure")
+    store.hand_to_retry(
+        rid, sk, token=claim.token, reason=attempt.reason or "temporary failure", channel=channel
+    )
     raise attempt.error or TransientDeliveryError("temporary failure")
+
+
+def _given_up(claim: Claimed, attempt: Attempt, now: float) -> Attempt:
+    """A transient failure on a channel that has been failing longer than its
+    `give_up_after_seconds`: failed for good, so that the next channel takes over."""
+    if attempt.outcome is not None or claim.batch.is_retract:
+        return attempt
+    channel = claim.registration.channel(claim.index)
+    give_up = None if channel is None else channel.give_up_after_seconds
+    if give_up is None or now - claim.batch.channel_started() < give_up:
+        return attempt
+    return Attempt(
+        Outcome.FAILED, f"{attempt.reason or 'temporary failure'} (gave up after {give_up} s)"
+    )
+
+
+# --- channels -----------------------------------------------------------------------------------
+
+
+def conclude(
+    store: RecordStore,
+    claim: Claimed,
+    attempt: Attempt,
+    *,
+    backend: str,
+    clock: Callable[[], float],
+    slots: SlotStarter | None,
+    token: str | bool | None = True,
+) -> None:
+    """Write how an attempt on a channel ended, and what comes next (README, "Channels"):
+
+    - one channel (a registration of one backend): the batch's outcome, as always;
+    - a fan-out's channel: that channel's outcome; the last channel to end writes the batch's;
+    - a fallback chain: delivered - the batch is done, unless an escalation channel is due
+      later (the batch waits for it in its slot, and a read ends it); rejected or failed -
+      the next channel that is not rejected takes the batch, in the next slot; none left -
+      the batch's outcome (`delivered` if an earlier channel delivered it).
+
+    `token=None`: written by whoever (the record function), on the channel the claim names."""
+    owner = claim.token if token is True else None
+    registration, batch = claim.registration, claim.batch
+    outcome = attempt.outcome
+    assert outcome is not None  # noqa: S101 - only finished attempts get here
+    now = clock()
+    if claim.channel is None and not (registration.multi_channel and batch.chs is not None):
+        _finish(store, claim, attempt, clock, token=owner)
+        return
+    index = claim.index
+    record: dict[str, Any] = {"st": outcome.value, "b": backend, "at": now}
+    if attempt.reason:
+        record["r"] = attempt.reason[:300]
+    if attempt.ref:
+        record["ref"] = attempt.ref[:200]
+    if attempt.rooms is not None:
+        record["rooms"] = list(attempt.rooms)[:50]
+    if outcome is Outcome.REJECTED and not batch.is_retract:
+        store.reject_channel(
+            registration.rid, index, reason=attempt.reason or "rejected by the backend", now=now
+        )
+    if claim.channel is not None:
+        written = store.finish_channel(
+            registration.rid, batch.sk, index, token=owner, record=record, now=now
+        )
+        if written is not None:
+            _end_fan_out_if_done(store, written, now)
+        return
+    delivered_at = now if outcome is Outcome.DELIVERED else None
+    first_delivery = batch.dat if batch.dat is not None else delivered_at
+    following = next_channel(registration, index, delivered=first_delivery is not None)
+    if following is None:
+        final = Outcome.DELIVERED if first_delivery is not None else outcome
+        reason = attempt.reason
+        if final is Outcome.DELIVERED and outcome is not Outcome.DELIVERED:
+            reason = f"channel {index} ({backend}): {attempt.reason or outcome.value}"
+        store.finish_batch(
+            registration.rid,
+            batch.sk,
+            token=owner,
+            outcome=final,
+            reason=reason,
+            now=now,
+            ref=attempt.ref,
+            channel=index,
+            record=record,
+            delivered_at=delivered_at,
+            reject=False,
+        )
+        return
+    channel = registration.channels[following]
+    waiting = first_delivery is not None
+    due = math.ceil(now) + 1
+    if waiting and channel.after_seconds > 0:
+        due = max(due, math.ceil(first_delivery + channel.after_seconds))  # type: ignore[operator]
+    moved = store.move_batch(
+        registration.rid,
+        batch.sk,
+        token=owner,
+        from_channel=index,
+        record=record,
+        to_channel=following,
+        backend=channel.backend,
+        due=due,
+        waiting=waiting,
+        now=now,
+        delivered_at=delivered_at,
+        ref=attempt.ref,
+    )
+    if moved is None:
+        return
+    log.info(
+        "escalation scheduled" if waiting else "falling back",
+        extra={
+            "pushkey": log_ref(registration.rid),
+            "channel": following,
+            "backend": channel.backend,
+            "due": due,
+        },
+    )
+    if slots is None:  # pragma: no cover - every sender passes its scheduler
+        log.warning("no slot scheduler: the sweep delivers it")
+        return
+    put_in_slot(moved, store=store, slots=slots, clock=clock)
+
+
+def put_in_slot(
+    batch: BatchItem, *, store: RecordStore, slots: SlotStarter, clock: Callable[[], float]
+) -> None:
+    """Make sure a slot's execution hands `batch` to its sender: its own slot, or, if that slot
+    has come meanwhile (its delivery step may have read the due index before this entry: a slow
+    write, a busy container), the next one. (The notify path sends such a batch directly; a
+    sender cannot invoke the other senders.)"""
+    from mxpush.gateway import ensure_slot  # noqa: PLC0415 - the notify path's, shared
+
+    slot = batch.due
+    for _ in range(5):
+        state = ensure_slot(slot, store=store, scheduler=slots, batch=replace(batch, due=slot))
+        if state is None or (state != SlotState.DISPATCHED and slot > clock()):
+            return
+        slot = max(slot, math.ceil(clock())) + 1
+    log.warning("no slot took the batch; the sweep re-drives it", extra={"slot": slot})
+
+
+def next_channel(registration: Registration, index: int, *, delivered: bool) -> int | None:
+    """The channel after `index` that takes a batch: the next one not rejected; once a
+    channel delivered it, only an escalation (`after_seconds` > 0)."""
+    channels = registration.channels
+    for following in range(index + 1, len(channels)):
+        if registration.channel_rejected(following):
+            continue
+        if delivered and channels[following].after_seconds <= 0:
+            continue
+        return following
+    return None
+
+
+def _end_fan_out_if_done(store: RecordStore, batch: BatchItem, now: float) -> None:
+    """The last channel of a fan-out to end writes the batch's outcome: delivered (or, a
+    retraction, retracted) if any channel did; rejected if every channel was; else failed."""
+    states = {int(i): batch.channel_state(int(i)) for i in batch.fan or {}}
+    if any(state.get("st") not in _OUTCOMES for state in states.values()):
+        return
+    done = [state["st"] for state in states.values()]
+    failures = "; ".join(
+        f"{state.get('b', i)}: {state.get('r') or state['st']}"
+        for i, state in states.items()
+        if state["st"] not in (Outcome.DELIVERED.value, Outcome.RETRACTED.value)
+    )
+    rooms: list[str] | None = None
+    if batch.is_retract:
+        outcome = Outcome.RETRACTED if Outcome.RETRACTED.value in done else Outcome.FAILED
+        rooms = list(dict.fromkeys(r for s in states.values() for r in s.get("rooms") or ()))
+    elif Outcome.DELIVERED.value in done:
+        outcome = Outcome.DELIVERED
+    elif all(state == Outcome.REJECTED.value for state in done):
+        outcome = Outcome.REJECTED
+    else:
+        outcome = Outcome.FAILED
+    delivered = [
+        float(s["at"]) for s in states.values() if s["st"] == Outcome.DELIVERED.value and "at" in s
+    ]
+    store.end_fan_out(
+        batch.rid,
+        batch.sk,
+        outcome=outcome,
+        reason=failures or None,
+        now=now,
+        rooms=rooms,
+        delivered_at=min(delivered) if delivered else None,
+    )
+
+
+_OUTCOMES = frozenset(o.value for o in Outcome)
 
 
 def _count(backend: str, batch: BatchItem, outcome: Outcome, *, answered: float) -> None:
@@ -324,10 +631,12 @@ def _count(backend: str, batch: BatchItem, outcome: Outcome, *, answered: float)
 
 
 def _finish(
-    store: DeliveryStore,
+    store: RecordStore,
     claim: Claimed,
     attempt: Attempt,
     clock: Callable[[], float],
+    *,
+    token: str | None,
 ) -> None:
     """Write the outcome of a push that was made. Tried a few times: if it cannot be written,
     the batch stays claimed until its lease runs out, and is then pushed again."""
@@ -338,7 +647,7 @@ def _finish(
             store.finish_batch(
                 rid,
                 sk,
-                token=claim.token,
+                token=token,
                 outcome=attempt.outcome,
                 reason=attempt.reason,
                 now=clock(),
@@ -371,10 +680,15 @@ def push(
         return retract(claim, backend, http, store=store, now=time.time() if now is None else now)
     if registration.status is Status.REJECTED:
         return Attempt(Outcome.REJECTED, registration.status_reason or "registration rejected")
-    if registration.backend != backend.name:
-        return Attempt(
-            Outcome.FAILED, f"routed to {backend.name} but registered for {registration.backend}"
-        )
+    index = claim.index
+    if registration.multi_channel and registration.channel_rejected(index):
+        return Attempt(Outcome.FAILED, f"channel {index} was rejected earlier")
+    view = registration.channel_view(index)
+    if view is None or view.backend != backend.name:
+        registered = view.backend if view is not None else "no such channel"
+        return Attempt(Outcome.FAILED, f"routed to {backend.name} but registered for {registered}")
+    # From here on, the registration as this channel sees it (its target and options).
+    registration = view
     batch = claim.batch.to_batch()
     message = render_batch(batch, registration.options)
     try:
@@ -403,10 +717,13 @@ def retract(
     rid = registration.rid
     if registration.status is Status.REJECTED:
         return Attempt(Outcome.FAILED, "registration rejected: nothing is delivered to it")
-    if registration.backend != backend.name:
-        return Attempt(
-            Outcome.FAILED, f"routed to {backend.name} but registered for {registration.backend}"
-        )
+    index = claim.index
+    view = registration.channel_view(index)
+    if view is None or view.backend != backend.name:
+        registered = view.backend if view is not None else "no such channel"
+        return Attempt(Outcome.FAILED, f"routed to {backend.name} but registered for {registered}")
+    if registration.multi_channel and registration.channel_rejected(index):
+        return Attempt(Outcome.FAILED, f"channel {index} was rejected: nothing is delivered to it")
     shown = store.delivered_before(rid, claim.batch.sk, now=now)
     if any(
         b.st == OpenState.SENDING and (b.claimed or 0) > now - CLAIM_LEASE_SECONDS for b in shown
@@ -415,14 +732,12 @@ def retract(
         # it is shown, and this retraction is the one to take it back. Try again shortly.
         error = TransientDeliveryError("a push is still on its way to the backend")
         return Attempt(None, error.reason, error)
-    retraction = build_retraction(
-        [b for b in shown if b.st == Outcome.DELIVERED.value], registration.options
-    )
+    retraction = build_retraction([b for b in shown if b.delivered_on(index)], view.options, index)
     rooms = tuple(retraction.room_ids)
     if not retraction.pushes:
         return Attempt(Outcome.RETRACTED, "nothing left to take back", rooms=())
     try:
-        result = backend.retract(retraction, registration.target, registration.options, http)
+        result = backend.retract(retraction, view.target, view.options, http)
     except TransientDeliveryError as exc:
         log.info("retraction failed for now", extra={"pushkey": log_ref(rid), "reason": exc.reason})
         return Attempt(None, exc.reason, exc)
@@ -439,9 +754,11 @@ def retract(
     return Attempt(Outcome.RETRACTED, rooms=rooms)
 
 
-def build_retraction(batches: Sequence[BatchItem], options: RegistrationOptions) -> Retraction:
-    """What delivered batches (newest first) left on the device, named as their pushes were
-    (`mxpush.retraction.notification_key`)."""
+def build_retraction(
+    batches: Sequence[BatchItem], options: RegistrationOptions, channel: int = 0
+) -> Retraction:
+    """What delivered batches (newest first) left on the device through `channel`, named as
+    their pushes were (`mxpush.retraction.notification_key`)."""
     pushes = []
     for batch in batches:
         latest = batch.latest
@@ -463,7 +780,7 @@ def build_retraction(batches: Sequence[BatchItem], options: RegistrationOptions)
                 event_id=event_id,
                 rooms=rooms,
                 event_ids=tuple(r.event_id for r in batch.refs),
-                ref=batch.ref,
+                ref=batch.channel_ref_of(channel),
             )
         )
     return Retraction(tuple(pushes))
@@ -472,10 +789,17 @@ def build_retraction(batches: Sequence[BatchItem], options: RegistrationOptions)
 # --- failures -----------------------------------------------------------------------------------
 
 
-def record_outcome(event: Mapping[str, Any], *, store: RecordStore, now: float) -> dict[str, Any]:
-    """Log `failed` for pushes that will not be tried again: a retry execution that ran out of
-    retries (`{"registration", "batch", "error"}`), or a sender invocation Lambda gave up on
-    (its on-failure destination record, with the original `requestPayload`)."""
+def record_outcome(
+    event: Mapping[str, Any],
+    *,
+    store: RecordStore,
+    now: float,
+    slots: SlotStarter | None = None,
+) -> dict[str, Any]:
+    """Log `failed` for pushes that will not be tried again on their channel: a retry execution
+    that ran out of retries (`{"registration", "batch", "error"}`), or a sender invocation
+    Lambda gave up on (its on-failure destination record, with the original `requestPayload`).
+    A batch with another channel to try goes on to it instead (README, "Channels")."""
     if "requestPayload" in event:
         payload = event.get("requestPayload") or {}
         response = event.get("responsePayload") or {}
@@ -489,11 +813,56 @@ def record_outcome(event: Mapping[str, Any], *, store: RecordStore, now: float) 
         refs = [(str(event["registration"]), str(event["batch"]))]
         backend = str(event.get("backend") or "")
     logged = 0
-    for rid, sk in refs:
-        if store.finish_batch(rid, sk, token=None, outcome=Outcome.FAILED, reason=reason, now=now):
+    for rid, ref in refs:
+        if _record_failure(store, rid, ref, backend=backend, reason=reason, now=now, slots=slots):
             logged += 1
     metrics.push(backend, Outcome.FAILED.value, logged)
     return {"outcome": Outcome.FAILED.value, "logged": logged}
+
+
+def _record_failure(
+    store: RecordStore,
+    rid: str,
+    ref: str,
+    *,
+    backend: str,
+    reason: str,
+    now: float,
+    slots: SlotStarter | None,
+) -> bool:
+    sk, channel = parse_channel_ref(ref)
+    sk, on_channel = parse_on_channel_ref(sk)
+    registration, batch = store.read_batch(rid, sk)
+    if registration is None or batch is None or (channel is None and batch.chs is None):
+        # A registration of one channel (or gone): the batch's outcome, as always.
+        return store.finish_batch(
+            rid, sk, token=None, outcome=Outcome.FAILED, reason=reason, now=now
+        )
+    if channel is None and not _failed_here(batch, backend, on_channel):
+        return False  # ended, or moved on to another channel meanwhile
+    claim = Claimed(registration, batch, "", channel)
+    conclude(
+        store,
+        claim,
+        Attempt(Outcome.FAILED, reason),
+        backend=backend or batch.backend,
+        clock=lambda: now,
+        slots=slots,
+        token=None,
+    )
+    return True
+
+
+def _failed_here(batch: BatchItem, backend: str, on_channel: int | None) -> bool:
+    """Whether a failure record is about the channel the batch is on: a retry execution's
+    (`<sk>@<channel>`) only while the batch is still on that channel; a sender invocation's only
+    while the batch is on that sender's backend. Either only before the batch has ended or
+    moved on: a record that comes twice, or late, changes nothing."""
+    if on_channel is not None:
+        return batch.ch == on_channel and batch.st in (OpenState.SENDING, OpenState.RETRYING)
+    if not backend:
+        return batch.st == OpenState.RETRYING
+    return batch.backend == backend and batch.st in (OpenState.OPEN, OpenState.SENDING)
 
 
 def describe_failure(error: Any) -> str:

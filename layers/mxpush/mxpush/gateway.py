@@ -46,6 +46,7 @@ from mxpush.store.notify_side import (
     Opened,
     SlotState,
     Unknown,
+    due_entries_of,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,12 @@ class NotifyStore(Protocol):
         self, rid: str, *, pushkey: str, app_id: str, target: Mapping[str, Any], now: float
     ) -> None: ...
 
+    def claim_slot_start(self, slot: int, first: BatchItem | None = None) -> str | None: ...
+
+    def set_slot_state(self, slot: int, state: str) -> None: ...
+
+
+class SlotClaims(Protocol):
     def claim_slot_start(self, slot: int, first: BatchItem | None = None) -> str | None: ...
 
     def set_slot_state(self, slot: int, state: str) -> None: ...
@@ -219,7 +226,7 @@ def schedule_batch(
 
 
 def ensure_slot(
-    slot: int, *, store: NotifyStore, scheduler: SlotScheduler, batch: BatchItem | None = None
+    slot: int, *, store: SlotClaims, scheduler: SlotScheduler, batch: BatchItem | None = None
 ) -> str | None:
     """Put `batch` in the slot and start the slot's execution unless it was started. Only the
     caller whose conditional write created (or revived) the slot marker calls StartExecution;
@@ -250,8 +257,12 @@ def send_now(
 ) -> None:
     """Hand one batch to its sender (asynchronous Lambda invoke). If that fails, a slot
     execution delivers it: its own slot, or the next one if that is past."""
+    by_backend: dict[str, list[dict[str, str]]] = {}
+    for entry in due_entries_of(batch):
+        by_backend.setdefault(entry.backend, []).append(entry.to_event())
     try:
-        senders.invoke(batch.backend, [{"registration": batch.rid, "batch": batch.sk}])
+        for backend, events in by_backend.items():
+            senders.invoke(backend, events)
     except SchedulerUnavailable as exc:
         log.warning("sender not invoked; using a slot", extra={"reason": str(exc)})
         if batch.due <= now:
@@ -281,12 +292,16 @@ def cancel_pending(
             return Disposition.UNKNOWN
         case IsRejected():
             return Disposition.REJECTED
-        case NothingPending(retract):
+        case NothingPending(retract, escalations):
+            for escalation in escalations:
+                metrics.push(escalation.backend, Outcome.CANCELLED.value)
             if retract is None:
-                return Disposition.NOTHING_PENDING
+                return Disposition.CANCELLED if escalations else Disposition.NOTHING_PENDING
             send_now(retract, store=store, scheduler=scheduler, senders=senders, now=now)
             return Disposition.RETRACT
-        case Cancelled(batch, retract):
+        case Cancelled(batch, retract, escalations):
+            for escalation in escalations:
+                metrics.push(escalation.backend, Outcome.CANCELLED.value)
             metrics.push(batch.backend, Outcome.CANCELLED.value)
             if retract is not None:
                 send_now(retract, store=store, scheduler=scheduler, senders=senders, now=now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,6 +76,60 @@ class RegistrationOptions:
         )
 
 
+class Mode(enum.StrEnum):
+    """How a registration's channels share a push (README, "Channels")."""
+
+    # The first channel that works: the next is tried only when one is rejected, fails for
+    # good or runs out of retries; a channel with `after_seconds` is an escalation.
+    FALLBACK = "fallback"
+    # Every channel gets the push (fan-out), each with its own outcome.
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One way to reach the user: a backend, its target and options, and when it is used."""
+
+    backend: str
+    target: Mapping[str, Any]
+    options: RegistrationOptions = field(default_factory=RegistrationOptions)
+    # Escalation (fallback mode): sent only if the push is still unread this long after the
+    # first delivery. 0: a plain fallback (or, in mode `all`, part of the fan-out).
+    after_seconds: int = 0
+    # Fall back once this channel has been failing this long (None: its backend's full retry
+    # schedule; 0: no retries).
+    give_up_after_seconds: int | None = None
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "backend": self.backend,
+            "target": dict(self.target),
+            "options": self.options.to_item(),
+        }
+        if self.after_seconds:
+            item["after_seconds"] = self.after_seconds
+        if self.give_up_after_seconds is not None:
+            item["give_up_after_seconds"] = self.give_up_after_seconds
+        return item
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Channel:
+        give_up = item.get("give_up_after_seconds")
+        return cls(
+            backend=str(item["backend"]),
+            target=dict(item.get("target") or {}),
+            options=RegistrationOptions.from_item(item.get("options")),
+            after_seconds=int(item.get("after_seconds") or 0),
+            give_up_after_seconds=None if give_up is None else int(give_up),
+        )
+
+
+@dataclass(frozen=True)
+class ChannelRejection:
+    reason: str
+    at: float
+
+
 @dataclass(frozen=True)
 class Registration:
     rid: str
@@ -98,9 +152,101 @@ class Registration:
     claim: str | None = None
     # When an idle registration the notify path made (stateless UnifiedPush) expires.
     expires_at: float | None = None
+    # Channels after the first (`backend`, `target` and `options` are the first's: a
+    # registration of one backend is a registration of one channel, stored as it always was).
+    more_channels: tuple[Channel, ...] = ()
+    mode: Mode = Mode.FALLBACK
+    # The first channel's `give_up_after_seconds`.
+    give_up_after_seconds: int | None = None
+    # Channels a backend rejected (by index): skipped from then on. The registration itself is
+    # `rejected` only once every channel is.
+    rejected_channels: Mapping[int, ChannelRejection] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        first = Channel(
+            self.backend,
+            self.target,
+            self.options,
+            after_seconds=0,
+            give_up_after_seconds=self.give_up_after_seconds,
+        )
+        return (first, *self.more_channels)
+
+    @property
+    def multi_channel(self) -> bool:
+        return bool(self.more_channels)
+
+    def channel(self, index: int) -> Channel | None:
+        channels = self.channels
+        return channels[index] if 0 <= index < len(channels) else None
+
+    def channel_rejected(self, index: int) -> bool:
+        if not self.multi_channel:
+            return self.status is Status.REJECTED
+        return index in self.rejected_channels
+
+    def channel_view(self, index: int) -> Registration | None:
+        """This registration as its channel `index` sees it (backend, target and options):
+        what a backend is handed, so that no backend knows about channels. None: no such
+        channel."""
+        if index == 0:
+            return self
+        channel = self.channel(index)
+        if channel is None:
+            return None
+        return replace(
+            self,
+            backend=channel.backend,
+            target=channel.target,
+            options=channel.options,
+            give_up_after_seconds=channel.give_up_after_seconds,
+        )
 
     def effective_delay(self, default: int) -> int:
         return default if self.delay_seconds is None else self.delay_seconds
+
+
+@dataclass(frozen=True)
+class ChannelHealth:
+    """How a channel has been doing, from its delivery log (within the log's retention)."""
+
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_failure_reason: str | None = None
+    last_failure_outcome: str | None = None
+
+    def seen(self, outcome: str, at: float, reason: str | None) -> ChannelHealth:
+        """This health with one more (older or newer) outcome taken into account."""
+        if outcome == Outcome.DELIVERED.value:
+            if self.last_success is None or at > self.last_success:
+                return replace(self, last_success=at)
+        elif outcome in (Outcome.FAILED.value, Outcome.REJECTED.value) and (
+            self.last_failure is None or at > self.last_failure
+        ):
+            return replace(
+                self, last_failure=at, last_failure_reason=reason, last_failure_outcome=outcome
+            )
+        return self
+
+    def describe(
+        self, *, rejected: bool, rejected_reason: str | None, rejected_at: float | None
+    ) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "rejected": rejected,
+            "last_success": None if self.last_success is None else iso_time(self.last_success),
+            "last_failure": None,
+        }
+        if self.last_failure is not None:
+            view["last_failure"] = {
+                "time": iso_time(self.last_failure),
+                "outcome": self.last_failure_outcome,
+                "reason": self.last_failure_reason,
+            }
+        if rejected:
+            view["rejected_reason"] = rejected_reason
+            view["rejected_at"] = None if rejected_at is None else iso_time(rejected_at)
+        return view
 
 
 @dataclass(frozen=True)
@@ -168,6 +314,9 @@ class DeliveryRecord:
     # `retract` for a retraction (it lists the rooms it covered, not events).
     kind: str | None = None
     rooms: tuple[str, ...] = ()
+    # A registration of several channels: each channel's outcome (`{"channel", "backend",
+    # "outcome", "time", "reason"?}`), in channel order.
+    channels: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def count(self) -> int:
@@ -210,6 +359,8 @@ class DeliveryRecord:
             entry["delivered_with"] = shown
         if self.reason:
             entry["reason"] = self.reason
+        if self.channels and outcome is not Outcome.COALESCED:
+            entry["channels"] = [dict(c) for c in self.channels]
         return entry
 
 

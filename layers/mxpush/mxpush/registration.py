@@ -7,6 +7,7 @@ someone else's pushkey answers 404, as if it did not exist).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,7 +27,16 @@ from mxpush.errors import (
 )
 from mxpush.homeserver import MatrixClient
 from mxpush.ids import log_ref, new_pushkey, registration_id
-from mxpush.model import DeliveryRecord, Outcome, Registration, RegistrationOptions, iso_time
+from mxpush.model import (
+    Channel,
+    ChannelHealth,
+    DeliveryRecord,
+    Mode,
+    Outcome,
+    Registration,
+    RegistrationOptions,
+    iso_time,
+)
 from mxpush.notification import MAX_APP_ID_CHARS, MAX_PUSHKEY_BYTES
 from mxpush.outbound import OutboundHttp
 from mxpush.render import check_click_url_template, render_test
@@ -37,8 +47,16 @@ log = logging.getLogger(__name__)
 
 NOTIFY_PATH = "/_matrix/push/v1/notify"
 _TOP_LEVEL_FIELDS = frozenset(
-    {"backend", "target", "delay_seconds", "homeserver", "pusher", "options"}
+    {"backend", "target", "delay_seconds", "homeserver", "pusher", "options", "channels", "mode"}
 )
+_CHANNEL_FIELDS = frozenset(
+    {"backend", "target", "options", "after_seconds", "give_up_after_seconds"}
+)
+# A registration's channels (README, "Channels"): a few ways to reach one person.
+MAX_CHANNELS = 5
+# An escalation waits at most a day; a channel gives up after at most a day of failures.
+MAX_AFTER_SECONDS = 86400
+MAX_GIVE_UP_SECONDS = 86400
 _PUSHER_FIELDS = frozenset(
     {"app_id", "app_display_name", "device_display_name", "lang", "format", "append", "profile_tag"}
 )
@@ -64,6 +82,10 @@ class RegistrationStore(Protocol):
     def log_delivery(self, rid: str, record: DeliveryRecord) -> None: ...
 
     def mark_rejected(self, rid: str, *, reason: str, now: float) -> None: ...
+
+    def reject_channel(self, rid: str, channel: int, *, reason: str, now: float) -> bool: ...
+
+    def channel_health(self, rid: str, *, now: float) -> dict[int, ChannelHealth]: ...
 
 
 @dataclass(frozen=True)
@@ -95,12 +117,11 @@ def register(
         f"{key}: unknown field, ignored" for key in sorted(body) if key not in _TOP_LEVEL_FIELDS
     ]
 
-    backend = _backend(body.get("backend"))
-    checked = backend.validate_target(_required(body, "target"), ctx.policy)
-    warnings += checked.warnings
+    channels, mode, channel_warnings = _channels(body, ctx.policy)
+    warnings += channel_warnings
+    first = channels[0]
+    backend = BACKENDS[first.backend]
     delay = _delay(body.get("delay_seconds"))
-    options, option_warnings = _options(body.get("options"), backend, checked.target)
-    warnings += option_warnings
     homeserver = _homeserver(body.get("homeserver"), caller)
 
     pushkey = new_pushkey()
@@ -120,16 +141,19 @@ def register(
         rid=registration_id(pushkey),
         pushkey=pushkey,
         backend=backend.name,
-        target=checked.target,
+        target=first.target,
         app_id=str(pusher["app_id"]),
         owner=caller.owner,
         created_at=ctx.clock(),
         delay_seconds=delay,
-        options=options,
+        options=first.options,
         homeserver=homeserver,
         pusher=pusher,
         pusher_registered=will_register,
-        claim=backend.claim(checked.target),
+        claim=backend.claim(first.target),
+        more_channels=channels[1:],
+        mode=mode,
+        give_up_after_seconds=first.give_up_after_seconds,
     )
     try:
         ctx.store.create_registration(registration)
@@ -215,7 +239,7 @@ def build_pusher(
 def list_registrations(caller: Caller, ctx: RegistrationContext) -> dict[str, Any]:
     owner = None if caller.operator else caller.owner
     registrations = ctx.store.list_registrations(owner)
-    return {"pushkeys": [describe(r, ctx.settings) for r in registrations]}
+    return {"pushkeys": [describe(r, ctx.settings, ctx.store) for r in registrations]}
 
 
 def get_registration(pushkey: str, caller: Caller, ctx: RegistrationContext) -> Registration:
@@ -227,17 +251,15 @@ def get_registration(pushkey: str, caller: Caller, ctx: RegistrationContext) -> 
     return registration
 
 
-def describe(registration: Registration, settings: Settings) -> dict[str, Any]:
-    backend = BACKENDS.get(registration.backend)
-    target = (
-        backend.mask_target(registration.target)
-        if backend
-        else dict.fromkeys(registration.target, "****")
-    )
+def describe(
+    registration: Registration, settings: Settings, store: RegistrationStore | None = None
+) -> dict[str, Any]:
+    """A registration as the API shows it: secrets masked; with `store`, each channel's health
+    from its delivery log (one Query)."""
     view: dict[str, Any] = {
         "pushkey": registration.pushkey,
         "backend": registration.backend,
-        "target": target,
+        "target": _masked(registration.backend, registration.target),
         "app_id": registration.app_id,
         "delay_seconds": registration.delay_seconds,
         "effective_delay_seconds": registration.effective_delay(settings.default_delay_seconds),
@@ -247,10 +269,36 @@ def describe(registration: Registration, settings: Settings) -> dict[str, Any]:
         "pusher_registered": registration.pusher_registered,
         "status": registration.status.value,
         "created": iso_time(registration.created_at),
+        "mode": registration.mode.value,
     }
     if registration.status_reason:
         view["status_reason"] = registration.status_reason
+    health = store.channel_health(registration.rid, now=time.time()) if store else {}
+    channels = []
+    for index, channel in enumerate(registration.channels):
+        shown: dict[str, Any] = {
+            "backend": channel.backend,
+            "target": _masked(channel.backend, channel.target),
+            "options": channel.options.to_item(),
+            "after_seconds": channel.after_seconds,
+            "give_up_after_seconds": channel.give_up_after_seconds,
+        }
+        state = health.get(index, ChannelHealth())
+        rejection = registration.rejected_channels.get(index)
+        rejected = registration.channel_rejected(index)
+        shown["health"] = state.describe(
+            rejected=rejected,
+            rejected_reason=rejection.reason if rejection else registration.status_reason,
+            rejected_at=rejection.at if rejection else registration.status_at,
+        )
+        channels.append(shown)
+    view["channels"] = channels
     return view
+
+
+def _masked(backend_name: str, target: Mapping[str, Any]) -> dict[str, Any]:
+    backend = BACKENDS.get(backend_name)
+    return backend.mask_target(target) if backend else dict.fromkeys(target, "****")
 
 
 def unregister(pushkey: str, caller: Caller, ctx: RegistrationContext) -> list[str]:
@@ -299,7 +347,8 @@ def send_test_push(pushkey: str, caller: Caller, ctx: RegistrationContext) -> Te
     else:
         if isinstance(result, Rejected):
             outcome = TestResult(Outcome.REJECTED, result.reason)
-            ctx.store.mark_rejected(registration.rid, reason=result.reason, now=now)
+            # The first channel's (the test push goes to the first channel).
+            ctx.store.reject_channel(registration.rid, 0, reason=result.reason, now=now)
         else:
             outcome = TestResult(Outcome.DELIVERED)
     reason = "test push" + (f": {outcome.reason}" if outcome.reason else "")
@@ -325,6 +374,93 @@ def list_deliveries(pushkey: str, caller: Caller, ctx: RegistrationContext) -> d
 
 
 # --- Field validation ---------------------------------------------------------------------------
+
+
+def _channels(
+    body: Mapping[str, Any], policy: TargetPolicy
+) -> tuple[tuple[Channel, ...], Mode, list[str]]:
+    """The registration's channels: `backend` + `target` (+ `options`) is one channel;
+    `channels` is a list of them (`options` at the top level is then every channel's default).
+    Raises naming the field (`channels[1].target.url: ...`)."""
+    mode = _mode(body.get("mode"))
+    raw = body.get("channels")
+    if raw is None:
+        if body.get("mode") is not None:
+            raise InvalidParam("mode: only with channels")
+        backend = _backend(body.get("backend"))
+        checked = backend.validate_target(_required(body, "target"), policy)
+        options, option_warnings = _options(body.get("options"), backend, checked.target)
+        channel = Channel(backend.name, checked.target, options)
+        return (channel,), mode, [*checked.warnings, *option_warnings]
+    for key in ("backend", "target"):
+        if body.get(key) is not None:
+            raise InvalidParam(f"{key}: give either backend and target, or channels")
+    if not isinstance(raw, list):
+        raise InvalidParam("channels: must be a list of channels")
+    if not 1 <= len(raw) <= MAX_CHANNELS:
+        raise InvalidParam(f"channels: must hold 1 to {MAX_CHANNELS} channels")
+    channels: list[Channel] = []
+    warnings: list[str] = []
+    for index, value in enumerate(raw):
+        where = f"channels[{index}]"
+        if not isinstance(value, dict):
+            raise InvalidParam(f"{where}: must be an object with backend and target")
+        name = value.get("backend")
+        claimed = BACKENDS.get(name) if isinstance(name, str) else None
+        if index > 0 and claimed is not None and claimed.claim_field:
+            raise InvalidParam(
+                f"{where}.backend: {claimed.name!r} can only be the first channel (its "
+                f"target.{claimed.claim_field} names the registration)"
+            )
+        try:
+            channel, found = _channel(value, body.get("options"), policy)
+        except (InvalidParam, MissingParam) as exc:
+            raise type(exc)(f"{where}.{exc.error}") from None
+        warnings += [f"{where}.{warning}" for warning in found]
+        if index == 0 and channel.after_seconds:
+            raise InvalidParam(f"{where}.after_seconds: the first channel is sent first; must be 0")
+        if mode is Mode.ALL and channel.after_seconds:
+            raise InvalidParam(f'{where}.after_seconds: only in mode "fallback" (escalation)')
+        channels.append(channel)
+    return tuple(channels), mode, warnings
+
+
+def _channel(value: Any, default_options: Any, policy: TargetPolicy) -> tuple[Channel, list[str]]:
+    """One channel; errors and warnings name fields relative to it."""
+    if not isinstance(value, dict):
+        raise InvalidParam("must be an object with backend and target")
+    warnings = [
+        f"{key}: unknown field, ignored" for key in sorted(value) if key not in _CHANNEL_FIELDS
+    ]
+    backend = _backend(value.get("backend"))
+    checked = backend.validate_target(_required(value, "target"), policy)
+    warnings += checked.warnings
+    raw_options = value.get("options", default_options)
+    options, option_warnings = _options(raw_options, backend, checked.target)
+    warnings += option_warnings
+    after = _seconds(value.get("after_seconds"), "after_seconds", MAX_AFTER_SECONDS) or 0
+    give_up = _seconds(
+        value.get("give_up_after_seconds"), "give_up_after_seconds", MAX_GIVE_UP_SECONDS
+    )
+    return Channel(backend.name, checked.target, options, after, give_up), warnings
+
+
+def _mode(value: Any) -> Mode:
+    if value is None:
+        return Mode.FALLBACK
+    if not isinstance(value, str) or value not in {m.value for m in Mode}:
+        raise InvalidParam('mode: must be "fallback" or "all"')
+    return Mode(value)
+
+
+def _seconds(value: Any, name: str, limit: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParam(f"{name}: must be an integer")
+    if not 0 <= value <= limit:
+        raise InvalidParam(f"{name}: must be between 0 and {limit}")
+    return value
 
 
 def _required(body: Mapping[str, Any], key: str) -> Any:

@@ -42,6 +42,7 @@ def sender_handler(backend: Backend) -> SenderHandler:
                 http=wiring.outbound_http(),
                 retries=wiring.scheduler(),
                 clock=wiring.clock,
+                slots=wiring.scheduler(),
             )
         return send_retry(
             event,
@@ -49,6 +50,7 @@ def sender_handler(backend: Backend) -> SenderHandler:
             store=wiring.store(),
             http=wiring.outbound_http(),
             clock=wiring.clock,
+            slots=wiring.scheduler(),
         )
 
     return lambda_handler

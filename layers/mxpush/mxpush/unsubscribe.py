@@ -46,7 +46,9 @@ class UnsubscribeKeyUnreadable(ServiceUnavailable):
 class UnsubscribeStore(Protocol):
     def get_registration(self, rid: str) -> Registration | None: ...
 
-    def mark_rejected(self, rid: str, *, reason: str, now: float) -> None: ...
+    def reject_backend_channels(
+        self, rid: str, backend: str, *, reason: str, now: float
+    ) -> bool: ...
 
 
 def make_token(key: bytes, rid: str, *, now: float) -> str:
@@ -86,7 +88,8 @@ def unsubscribe(
     if registration is None:
         raise NotFound("this registration no longer exists: nothing is mailed to you")
     if registration.status is not Status.REJECTED:
-        store.mark_rejected(rid, reason=UNSUBSCRIBED_REASON, now=now)
+        # Its email channels (a registration of one: itself); its other channels go on.
+        store.reject_backend_channels(rid, "email", reason=UNSUBSCRIBED_REASON, now=now)
     return registration
 
 

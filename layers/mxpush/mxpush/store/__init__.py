@@ -9,12 +9,11 @@ from mxpush.store.delivery_side import (
     Claimed,
     ClaimResult,
     DeliverySide,
-    DueEntry,
     Skipped,
     SlotMarker,
 )
 from mxpush.store.log import DeliveryLog
-from mxpush.store.models import BatchItem, ClaimItem, RegistrationItem, claim_id
+from mxpush.store.models import BatchItem, ClaimItem, DueEntry, RegistrationItem, claim_id
 from mxpush.store.notify_side import (
     AcceptResult,
     Cancelled,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from mxpush.model import Registration, RegistrationOptions, Status
+from mxpush.model import (
+    Channel,
+    ChannelRejection,
+    Mode,
+    Registration,
+    RegistrationOptions,
+    Status,
+)
 from mxpush.store.models import (
     INDEX_RETENTION_SECONDS,
     REGISTRATION_SK,
@@ -63,6 +70,7 @@ class StoreBase:
 def registration_from_item(item: dict[str, Any]) -> Registration:
     """A registration item (plain, deserialized) as the domain's record."""
     delay = item.get("delay_seconds")
+    give_up = item.get("give_up_after_seconds")
     return Registration(
         rid=str(item["rid"]),
         pushkey=str(item["pushkey"]),
@@ -81,4 +89,11 @@ def registration_from_item(item: dict[str, Any]) -> Registration:
         status_at=item.get("status_at"),
         claim=item.get("claim"),
         expires_at=item.get("expires_at"),
+        more_channels=tuple(Channel.from_item(c) for c in item.get("more_channels") or ()),
+        mode=Mode(item.get("mode") or Mode.FALLBACK.value),
+        give_up_after_seconds=None if give_up is None else int(give_up),
+        rejected_channels={
+            int(index): ChannelRejection(str(value.get("why", "")), float(value.get("at", 0)))
+            for index, value in (item.get("chrej") or {}).items()
+        },
     )

@@ -15,6 +15,13 @@
   slots whose execution was lost. TTL'd.
 - `rid = "claim#<hash>"`, `sk = "claim"`: which registration holds an Acrobits selector.
 
+A registration of several channels (README, "Channels") keeps its first channel where a
+registration of one backend keeps its backend (`backend`, `target`, `options`), the others in
+`more_channels`, and the channels a backend rejected in `chrej`. Its batches carry `ch` (the
+channel a fallback chain is on), `chs` (each channel's outcome: the per-channel log) and, for a
+fan-out or a retraction on several channels, `fan` (channel index -> backend): those are
+claimed per channel (`chs.<i>.claim`), and due entries name `<batch sk>~<i>`.
+
 The owner index is KEYS_ONLY: only registrations carry `owner`.
 """
 
@@ -26,6 +33,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     BooleanAttribute,
+    ListAttribute,
     MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
@@ -72,9 +80,22 @@ class OpenState:
     SENDING = "sending"
     # The first attempt failed transiently: a retry execution owns it.
     RETRYING = "retrying"
+    # Delivered on a channel, and an escalation channel is due later (`due`) unless a read
+    # comes first. Not joinable; a read ends it (`delivered`, the escalation `cancelled`).
+    WAITING = "waiting"
 
 
-PENDING_STATES = frozenset({OpenState.OPEN, OpenState.SENDING, OpenState.RETRYING})
+PENDING_STATES = frozenset(
+    {OpenState.OPEN, OpenState.SENDING, OpenState.RETRYING, OpenState.WAITING}
+)
+# A channel's own states in `chs` (fan-out): besides these, its outcome.
+CHANNEL_PENDING = frozenset({OpenState.OPEN, OpenState.SENDING, OpenState.RETRYING})
+# Separates a batch's sort key from a channel index in a sender's event and a due entry: `~`
+# for a fan-out's channel (claimed per channel), `@` for the channel a fallback chain's batch
+# was on when its retry execution started (a retry or a failure record for it changes nothing
+# once the batch has moved on).
+CHANNEL_SEPARATOR = "~"
+ON_CHANNEL_SEPARATOR = "@"
 
 
 class OwnerIndex(GlobalSecondaryIndex["RegistrationItem"]):
@@ -118,6 +139,12 @@ class RegistrationItem(Model):
     claim = UnicodeAttribute(null=True)
     # Only registrations the notify path made itself (stateless UnifiedPush) expire when idle.
     expires_at = NumberAttribute(null=True)
+    # Channels after the first (`mxpush.model.Channel.to_item`), the mode, the first channel's
+    # give-up time, and the channels rejected so far (index -> {"why", "at"}).
+    more_channels = ListAttribute(null=True)  # type: ignore[var-annotated]
+    mode = UnicodeAttribute(null=True)
+    give_up_after_seconds = NumberAttribute(null=True)
+    chrej: MapAttribute[str, Any] = MapAttribute(null=True)
 
     owner_index = OwnerIndex()
 
@@ -148,12 +175,50 @@ def due_key(slot: int, rid: str) -> str:
     return f"{DUE_PREFIX}{slot}#{int(rid[:8], 16) % DUE_SHARDS}"
 
 
+def channel_ref(sk: str, channel: int | None) -> str:
+    """How a sender's event or a due entry names a batch: its sort key, and for a per-channel
+    claim (fan-out) the channel."""
+    return sk if channel is None else f"{sk}{CHANNEL_SEPARATOR}{channel}"
+
+
+def parse_channel_ref(ref: str) -> tuple[str, int | None]:
+    sk, separator, channel = ref.partition(CHANNEL_SEPARATOR)
+    if not separator or not channel.isdigit():
+        return ref, None
+    return sk, int(channel)
+
+
+def on_channel_ref(sk: str, channel: int) -> str:
+    return f"{sk}{ON_CHANNEL_SEPARATOR}{channel}"
+
+
+def parse_on_channel_ref(ref: str) -> tuple[str, int | None]:
+    sk, separator, channel = ref.partition(ON_CHANNEL_SEPARATOR)
+    if not separator or not channel.isdigit():
+        return ref, None
+    return sk, int(channel)
+
+
 def due_partitions(slot: int) -> list[str]:
     return [f"{DUE_PREFIX}{slot}#{shard}" for shard in range(DUE_SHARDS)]
 
 
 def slot_partition(slot: int) -> str:
     return f"{SLOT_PREFIX}{slot // 60}"
+
+
+@dataclass(frozen=True)
+class DueEntry:
+    """A batch due in a slot (`due`), for the sender of `backend`. `sk` may name a channel
+    (`<sk>~<i>`: a fan-out's per-channel entry, `channel_ref`)."""
+
+    rid: str
+    sk: str
+    backend: str
+    due: int = 0
+
+    def to_event(self) -> dict[str, str]:
+        return {"registration": self.rid, "batch": self.sk}
 
 
 @dataclass(frozen=True)
@@ -184,6 +249,41 @@ class BatchItem:
     # The backend's reference to the delivered message (Gotify's message id), written with
     # the outcome: what a retraction needs to take it back.
     ref: str | None = None
+    # Channels (README, "Channels"): the one a fallback chain is on, each channel's record
+    # (`{"st", "b", "r"?, "at"?, "ref"?, "claim"?, "claimed"?}` by index), the fan-out's
+    # channels (index -> backend), when a channel first delivered it, when the current channel
+    # was handed the batch.
+    ch: int = 0
+    chs: dict[str, dict[str, Any]] | None = None
+    fan: dict[str, str] | None = None
+    dat: float | None = None
+    cht: float | None = None
+
+    @property
+    def fan_out(self) -> bool:
+        return bool(self.fan)
+
+    def channel_state(self, channel: int) -> dict[str, Any]:
+        return dict((self.chs or {}).get(str(channel)) or {})
+
+    def delivered_on(self, channel: int) -> bool:
+        """Whether channel `channel` delivered this batch (a batch of a one-channel
+        registration: whether it was delivered)."""
+        if self.chs is None:
+            return channel == 0 and self.st == "delivered"
+        return self.channel_state(channel).get("st") == "delivered"
+
+    def channel_ref_of(self, channel: int) -> str | None:
+        if self.chs is None:
+            return self.ref if channel == 0 else None
+        value = self.channel_state(channel).get("ref")
+        return None if value is None else str(value)
+
+    def channel_started(self) -> float:
+        """When the current channel was handed the batch (its give-up time counts from it)."""
+        if self.cht is not None:
+            return self.cht
+        return self.created if self.immediate else float(self.due)
 
     @property
     def pending(self) -> bool:
@@ -227,6 +327,13 @@ class BatchItem:
             reason=item.get("reason"),
             kind=item.get("kind"),
             ref=None if item.get("ref") is None else str(item["ref"]),
+            ch=int(item.get("ch", 0)),
+            chs=None
+            if item.get("chs") is None
+            else {str(k): dict(v) for k, v in item["chs"].items()},
+            fan=None if not item.get("fan") else {str(k): str(v) for k, v in item["fan"].items()},
+            dat=None if item.get("dat") is None else float(item["dat"]),
+            cht=None if item.get("cht") is None else float(item["cht"]),
         )
 
 

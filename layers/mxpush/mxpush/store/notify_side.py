@@ -27,7 +27,7 @@ from mxpush.errors import StoreUnavailable
 from mxpush.events import EventSummary
 from mxpush.ids import batch_id, dedup_key
 from mxpush.implicit import IMPLICIT_BACKEND, IMPLICIT_OWNER
-from mxpush.model import EventRef, Outcome, Registration, RegistrationOptions, Status
+from mxpush.model import EventRef, Mode, Outcome, Registration, RegistrationOptions, Status
 from mxpush.retraction import can_retract
 from mxpush.store.base import StoreBase, registration_from_item
 from mxpush.store.models import (
@@ -41,15 +41,17 @@ from mxpush.store.models import (
     REGISTRATION_SK,
     SLOT_PREFIX,
     BatchItem,
+    DueEntry,
     OpenState,
     RegistrationItem,
     batch_sk,
+    channel_ref,
     due_key,
     item_size,
     ref_to_item,
     slot_partition,
 )
-from mxpush.store.raw import ConditionFailed, deserialize_item, error_code
+from mxpush.store.raw import ConditionFailed, deserialize_item, error_code, serialize
 
 # Batches a notify reads with the registration: the open one, and recent ones for duplicates.
 # Synapse retries only its latest notification, so the latest batch holds any duplicate; eight
@@ -120,11 +122,14 @@ class Cancelled:
     batch: BatchItem
     # A retract item the read opened too (to be handed to the sender), if any.
     retract: BatchItem | None = None
+    # Escalations the read ended (delivered batches whose later channel is not sent).
+    escalations: tuple[BatchItem, ...] = ()
 
 
 @dataclass(frozen=True)
 class NothingPending:
     retract: BatchItem | None = None
+    escalations: tuple[BatchItem, ...] = ()
 
 
 CancelResult = Unknown | IsRejected | Cancelled | NothingPending
@@ -187,17 +192,20 @@ class NotifySide(StoreBase):
 
     def cancel_pending(self, rid: str, *, unread: int, now: float) -> CancelResult:
         """A badge-only update says the user read messages: cancel the open batch if the unread
-        count is 0 or below the one it was queued with (one conditional write); and if nothing
-        is unread and a push was delivered since the last retraction, open a retract item (one
-        small write) for the sender to take it back. At most two writes, none when there is
-        nothing to cancel or retract. The retract item is one write unit; the cancel costs what the
-        batch weighs (one unit under 1 KB, two for the largest bursts)."""
+        count is 0 or below the one it was queued with (one conditional write); end, by the same
+        rule, every escalation still waiting (one write each: the batch stays `delivered`, its
+        escalation channel `cancelled`); and if nothing is unread and a push was delivered since
+        the last retraction, open a retract item (one small write) for the sender to take it
+        back. At most two writes (and one per waiting escalation), none when there is nothing to
+        cancel or retract. The retract item is one write unit; the cancel costs what the batch
+        weighs (one unit under 1 KB, two for the largest bursts)."""
         reason = (
             "read on another device (no unread rooms left)"
             if unread == 0
             else f"read on another device (unread rooms down to {unread})"
         )
         retract: BatchItem | None = None
+        escalations: list[BatchItem] = []
         for _ in range(_ATTEMPTS):
             view = self.read_pushkey(rid)
             registration = view.registration
@@ -205,17 +213,22 @@ class NotifySide(StoreBase):
                 return Unknown()
             if registration.status is not Status.ACTIVE:
                 return IsRejected()
-            if (
-                retract is None
-                and unread == 0
-                and registration.options.retract
-                and can_retract(registration.backend, registration.target)
-                and shown_since_retraction(view.batches)
-            ):
-                retract = self._open_retract(registration, now)
+            if retract is None and unread == 0:
+                channels = retract_channels(registration, view.batches)
+                if channels:
+                    retract = self._open_retract(registration, now, channels)
+            for waiting in view.batches:
+                if (
+                    waiting.st == OpenState.WAITING
+                    and (unread == 0 or waiting.unread > unread)
+                    and all(w.sk != waiting.sk for w in escalations)
+                ):
+                    ended = self._end_escalation(waiting, reason, now)
+                    if ended is not None:
+                        escalations.append(ended)
             batch = view.open_batch
             if batch is None or (unread > 0 and batch.unread <= unread):
-                return NothingPending(retract)
+                return NothingPending(retract, tuple(escalations))
             try:
                 self._call(
                     "UpdateItem",
@@ -235,19 +248,44 @@ class NotifySide(StoreBase):
             except ConditionFailed:
                 continue  # claimed (or joined) meanwhile: look again
             cancelled = replace(batch, st=Outcome.CANCELLED.value, at=now, v=batch.v + 1)
-            return Cancelled(cancelled, retract)
+            return Cancelled(cancelled, retract, tuple(escalations))
         raise StoreUnavailable("could not cancel: too much contention")
 
-    def put_due_entry(self, batch: BatchItem) -> None:
-        """The batch's entry in its slot's due index (idempotent)."""
-        self._put(
-            {
-                "rid": due_key(batch.due, batch.rid),
-                "sk": f"{batch.rid}|{batch.sk}",
-                "backend": batch.backend,
-                "expires_at": batch.due + self.index_retention_seconds,
-            }
-        )
+    def _end_escalation(self, batch: BatchItem, reason: str, now: float) -> BatchItem | None:
+        """A read before an escalation's time: the batch ends `delivered` (by the channel that
+        delivered it), its escalation channel `cancelled`. None if its sender took it first."""
+        record = {"st": Outcome.CANCELLED.value, "b": batch.backend, "r": reason, "at": now}
+        try:
+            self._call(
+                "UpdateItem",
+                Key=_key(batch.rid, batch.sk),
+                UpdateExpression="SET st = :delivered, #chs.#c = :rec, v = :next",
+                ConditionExpression="v = :v AND st = :waiting",
+                ExpressionAttributeNames={"#chs": "chs", "#c": str(batch.ch)},
+                ExpressionAttributeValues={
+                    ":delivered": {"S": Outcome.DELIVERED.value},
+                    ":rec": serialize(record),
+                    ":next": {"N": str(batch.v + 1)},
+                    ":v": {"N": str(batch.v)},
+                    ":waiting": {"S": OpenState.WAITING},
+                },
+            )
+        except ConditionFailed:
+            return None
+        return replace(batch, st=Outcome.DELIVERED.value, v=batch.v + 1)
+
+    def put_due_entry(self, batch: BatchItem | DueEntry) -> None:
+        """A due entry in its slot's due index (idempotent): a batch's own, or one of a
+        fan-out's per-channel entries (`due_entries_of`)."""
+        for entry in [batch] if isinstance(batch, DueEntry) else due_entries_of(batch):
+            self._put(
+                {
+                    "rid": due_key(entry.due, entry.rid),
+                    "sk": f"{entry.rid}|{entry.sk}",
+                    "backend": entry.backend,
+                    "expires_at": entry.due + self.index_retention_seconds,
+                }
+            )
 
     def claim_slot_start(self, slot: int, first: BatchItem | None = None) -> str | None:
         """Whether this caller is the one to start the slot's execution: None if so (the marker
@@ -267,14 +305,18 @@ class NotifySide(StoreBase):
                 "st": {"S": SlotState.STARTED},
                 "expires_at": {"N": str(slot + self.index_retention_seconds)},
             }
-            if first is not None:
-                item["first"] = {"S": f"{first.rid}|{first.sk}|{first.backend}"}
+            entries = due_entries_of(first) if first is not None else []
+            if entries:
+                head = entries[0]
+                item["first"] = {"S": f"{head.rid}|{head.sk}|{head.backend}"}
             try:
                 self._call("PutItem", Item=item, ConditionExpression="attribute_not_exists(sk)")
             except ConditionFailed as failed:
                 old = failed.old_item or {}
                 state = str(old.get("st", {}).get("S", SlotState.STARTED))
             else:
+                for entry in entries[1:]:
+                    self.put_due_entry(entry)
                 return None
         if first is not None:
             self.put_due_entry(first)
@@ -354,12 +396,16 @@ class NotifySide(StoreBase):
         # slot, used if the sender cannot be invoked directly.
         due = math.ceil(now) + 1 if at_once else math.ceil(now + delay)
         ref = EventRef(event.event_id, event.room_id, now, event.urgency)
+        first, fan = start_channels(registration)
         batch = BatchItem(
             rid=registration.rid,
             sk=batch_sk(now, bid),
             bid=bid,
             st=OpenState.OPEN,
-            backend=registration.backend,
+            backend=registration.channels[first].backend,
+            ch=first,
+            chs={} if registration.multi_channel else None,
+            fan=fan,
             due=due,
             n=1,
             created=now,
@@ -380,15 +426,21 @@ class NotifySide(StoreBase):
             self._touch_implicit(registration.rid, now)  # at most daily: a write costs
         return batch
 
-    def _open_retract(self, registration: Registration, now: float) -> BatchItem:
-        """A retract item: no events, sent at once (its `due` is only the fallback slot)."""
+    def _open_retract(
+        self, registration: Registration, now: float, channels: dict[str, str]
+    ) -> BatchItem:
+        """A retract item: no events, sent at once (its `due` is only the fallback slot). On
+        several channels it is a fan-out of the channels to take back on."""
         bid = batch_id(registration.rid, f"retract\n{now!r}")
+        multi = registration.multi_channel
         item = BatchItem(
             rid=registration.rid,
             sk=batch_sk(now, bid),
             bid=bid,
             st=OpenState.OPEN,
-            backend=registration.backend,
+            backend=next(iter(channels.values())),
+            chs={} if multi else None,
+            fan=channels if multi else None,
             due=math.ceil(now) + 1,
             n=0,
             created=now,
@@ -471,20 +523,67 @@ def _batch_record(batch: BatchItem, retention_seconds: int) -> dict[str, Any]:
         record["imm"] = True
     if batch.kind:
         record["kind"] = batch.kind
+    if batch.chs is not None:
+        record["chs"] = batch.chs
+        record["ch"] = batch.ch
+    if batch.fan:
+        record["fan"] = batch.fan
     return record
 
 
-def shown_since_retraction(batches: tuple[BatchItem, ...]) -> bool:
-    """Whether these items (newest first) hold a push delivered (or being delivered) since the
-    last retraction that did not fail."""
+def start_channels(registration: Registration) -> tuple[int, dict[str, str] | None]:
+    """Where a new batch starts: the first channel not rejected (a fallback chain), or every
+    such channel that is not an escalation (mode `all`: index -> backend)."""
+    channels = registration.channels
+    usable = [i for i in range(len(channels)) if not registration.channel_rejected(i)] or [0]
+    if registration.mode is Mode.ALL and registration.multi_channel:
+        fan = {str(i): channels[i].backend for i in usable if channels[i].after_seconds == 0}
+        if fan:
+            return int(next(iter(fan))), fan
+    return usable[0], None
+
+
+def due_entries_of(batch: BatchItem) -> list[DueEntry]:
+    """What a slot hands to senders for `batch`: the batch for its current channel's sender,
+    or, for a fan-out, one entry per channel."""
+    if batch.fan:
+        return [
+            DueEntry(batch.rid, channel_ref(batch.sk, int(index)), backend, batch.due)
+            for index, backend in batch.fan.items()
+        ]
+    return [DueEntry(batch.rid, batch.sk, batch.backend, batch.due)]
+
+
+def retract_channels(registration: Registration, batches: tuple[BatchItem, ...]) -> dict[str, str]:
+    """The channels (index -> backend) a read takes pushes back on: those that delivered (or
+    are delivering) one of these items (newest first) since the last retraction that did not
+    fail, that can take back, and have not turned retraction off. Empty: nothing to do."""
+    shown: set[int] = set()
     for batch in batches:
         if batch.is_retract:
             if batch.st in (Outcome.FAILED.value, Outcome.CANCELLED.value):
                 continue  # what it should have taken back is still shown
-            return False
-        if batch.st in (Outcome.DELIVERED.value, OpenState.SENDING):
-            return True
-    return False
+            break
+        if batch.chs is None:
+            if batch.st in (Outcome.DELIVERED.value, OpenState.SENDING):
+                shown.add(0)
+            continue
+        for key, state in batch.chs.items():
+            if state.get("st") in (Outcome.DELIVERED.value, OpenState.SENDING):
+                shown.add(int(key))
+        if batch.st == OpenState.SENDING and not batch.fan:
+            shown.add(batch.ch)
+    result: dict[str, str] = {}
+    for index in sorted(shown):
+        channel = registration.channel(index)
+        if (
+            channel is not None
+            and channel.options.retract
+            and can_retract(channel.backend, channel.target)
+            and not registration.channel_rejected(index)
+        ):
+            result[str(index)] = channel.backend
+    return result
 
 
 __all__ = [

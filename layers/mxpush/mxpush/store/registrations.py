@@ -53,6 +53,13 @@ class Registrations(StoreBase):
             status=registration.status.value,
             claim=registration.claim,
         )
+        if registration.multi_channel:
+            item.more_channels = [c.to_item() for c in registration.more_channels]
+            item.mode = registration.mode.value
+            # Present (empty) so that a channel's rejection is one nested SET.
+            item.chrej = {}
+        if registration.give_up_after_seconds is not None:
+            item.give_up_after_seconds = registration.give_up_after_seconds
         if registration.claim is None:
             try:
                 item.save(condition=RegistrationItem.rid.does_not_exist())
@@ -112,7 +119,7 @@ class Registrations(StoreBase):
         pusher_registered: bool | None = None,
     ) -> Registration | None:
         """Replace some target fields of the registration holding `claim` and make it active
-        again (new tokens: an old rejection no longer applies). One UpdateItem.
+        again (new tokens: an old rejection no longer applies, on any channel). One UpdateItem.
 
         Returns the updated registration, or None if it no longer holds the claim (deleted).
         """
@@ -123,6 +130,9 @@ class Registrations(StoreBase):
             R.status.set(Status.ACTIVE.value),
             R.status_reason.remove(),
             R.status_at.remove(),
+            # Channels rejected before: tried again (a channel still refused is rejected again
+            # at its next push).
+            R.chrej.remove(),
         ]
         if pusher_registered is not None:
             actions.append(R.pusher_registered.set(pusher_registered))

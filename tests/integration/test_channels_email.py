@@ -1,0 +1,75 @@
+"""Email as a channel (issue 12): the late channel of an escalation, through local mode with the
+session's SMTP server; an unsubscribe turns off the email channel only."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import Api, synapse_body
+from tests.fakes.gotify import FakeGotify
+from tests.fakes.smtp import FakeSmtp
+from tests.integration.flow_support import wait_for_outcome
+from tests.integration.test_channels_flow import (
+    READ_ALL,
+    channel_outcomes,
+    gotify_channel,
+    register_channels,
+    shown,
+)
+
+pytestmark = pytest.mark.slow
+
+DM = "message_dm_2_members.1.full"
+
+
+@pytest.fixture
+def address() -> str:
+    return f"bob.{secrets.token_hex(4)}@example.org"
+
+
+def email_channel(address: str, after: int) -> dict[str, object]:
+    return {"backend": "email", "target": {"to": address}, "after_seconds": after}
+
+
+def test_a_read_before_the_escalation_sends_no_email(
+    api: Api, gotify: FakeGotify, smtp: FakeSmtp, address: str
+) -> None:
+    pushkey = register_channels(api, [gotify_channel(gotify), email_channel(address, 3)])
+    api.notify(synapse_body(DM, pushkey))
+    gotify.wait_for(1, timeout=10)
+    api.notify(synapse_body(READ_ALL, pushkey))
+    time.sleep(4.5)
+    assert smtp.to(address) == []
+    [entry] = api.deliveries(pushkey)
+    assert channel_outcomes(entry) == [(0, "gotify", "delivered"), (1, "email", "cancelled")]
+
+
+def test_an_unread_push_escalates_to_one_digest_email_and_unsubscribing_keeps_gotify(
+    api: Api, gotify: FakeGotify, smtp: FakeSmtp, address: str
+) -> None:
+    pushkey = register_channels(api, [gotify_channel(gotify), email_channel(address, 2)])
+    api.notify(synapse_body(DM, pushkey))
+    gotify.wait_for(1, timeout=10)
+    [mail] = smtp.wait_for_recipient(address)
+    assert mail.message["Subject"] == "1 unread message from alice"
+    [entry] = wait_for_outcome(api, pushkey, "delivered")
+    entry = next(e for e in api.deliveries(pushkey) if e["channels"][-1]["outcome"] != "waiting")
+    assert channel_outcomes(entry) == [(0, "gotify", "delivered"), (1, "email", "delivered")]
+    time.sleep(1.5)
+    assert len(smtp.to(address)) == 1
+
+    link = re.search(r"^Unsubscribe: (\S+)$", mail.part("text/plain"), re.MULTILINE)
+    assert link
+    request = urllib.request.Request(
+        link.group(1), data=b"List-Unsubscribe=One-Click", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200
+    view = shown(api, pushkey)
+    assert view["status"] == "active"
+    assert [c["health"]["rejected"] for c in view["channels"]] == [False, True]
