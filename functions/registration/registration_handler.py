@@ -18,7 +18,7 @@ from mxpush import wiring
 from mxpush.auth import Authenticator, Caller
 from mxpush.http_api import JSON_HEADERS, Request, Router, empty_response, json_response, serve
 from mxpush.ids import log_ref
-from mxpush.model import Outcome, Status
+from mxpush.model import Outcome
 from mxpush.notification import load_json
 from mxpush.push_token_report import report_push_token
 from mxpush.registration import (
@@ -150,7 +150,7 @@ def unsubscribe_now(request: Request) -> dict[str, Any]:
     logger.info("unsubscribed", extra={"pushkey": log_ref(registration.rid)})
     if "text/html" in request.headers.get("accept", ""):
         return _html(200, confirmation_page("", done=True))
-    return json_response(200, {"unsubscribed": True, "status": Status.REJECTED.value})
+    return json_response(200, {"unsubscribed": True, "status": registration.status.value})
 
 
 def _html(status: int, page: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@ session's SMTP server; an unsubscribe turns off the email channel only."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -70,6 +71,8 @@ def test_an_unread_push_escalates_to_one_digest_email_and_unsubscribing_keeps_go
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
         assert answer.status == 200
+        # The registration goes on with its other channel: Synapse keeps its pusher.
+        assert json.loads(answer.read()) == {"unsubscribed": True, "status": "active"}
     view = shown(api, pushkey)
     assert view["status"] == "active"
     assert [c["health"]["rejected"] for c in view["channels"]] == [False, True]

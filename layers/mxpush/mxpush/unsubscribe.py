@@ -81,16 +81,19 @@ def check_token(key: bytes, token: str | None, *, now: float) -> str:
 def unsubscribe(
     store: UnsubscribeStore, key: bytes, token: str | None, *, clock: Callable[[], float]
 ) -> Registration:
-    """Disable email delivery of the registration the token names (idempotent)."""
+    """Disable email delivery of the registration the token names (idempotent); the
+    registration as it is after."""
     now = clock()
     rid = check_token(key, token, now=now)
     registration = store.get_registration(rid)
     if registration is None:
         raise NotFound("this registration no longer exists: nothing is mailed to you")
-    if registration.status is not Status.REJECTED:
-        # Its email channels (a registration of one: itself); its other channels go on.
-        store.reject_backend_channels(rid, "email", reason=UNSUBSCRIBED_REASON, now=now)
-    return registration
+    if registration.status is Status.REJECTED:
+        return registration
+    # Its email channels (a registration of one: itself); its other channels go on.
+    store.reject_backend_channels(rid, "email", reason=UNSUBSCRIBED_REASON, now=now)
+    # As it is now: rejected, or active with its other channels.
+    return store.get_registration(rid) or registration
 
 
 def confirmation_page(token: str, *, done: bool) -> str:
