@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from mxpush_local.gateway import LocalGateway, LocalSettings
-from tests.conftest import ADMIN_TOKEN, GOTIFY_TOKEN, Api, wait_until
+from tests.conftest import ADMIN_TOKEN, EMAIL_FROM, GOTIFY_TOKEN, Api, wait_until
 from tests.e2e.synapse_server import MatrixClient, Synapse, User
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.server import Received, Reply
+from tests.fakes.smtp import FakeSmtp
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNAPSE_PYTHON_VARIABLE = "MXPUSH_E2E_SYNAPSE_PYTHON"
@@ -178,9 +179,10 @@ def synapse(
 
 
 @pytest.fixture(scope="package")
-def gateway(synapse: Synapse) -> Iterator[LocalGateway]:
+def gateway(synapse: Synapse, smtp: FakeSmtp) -> Iterator[LocalGateway]:
     """Local mode in this process (overrides tests/conftest.py's, which trusts a fake
-    homeserver): Synapse's users may register with their Matrix access token."""
+    homeserver): Synapse's users may register with their Matrix access token; email goes to
+    the session's local SMTP server."""
     settings = LocalSettings(
         port=0,
         admin_token=ADMIN_TOKEN,
@@ -188,6 +190,8 @@ def gateway(synapse: Synapse) -> Iterator[LocalGateway]:
         allowed_homeservers=synapse.url,
         allow_private_targets=True,
         access_log=False,
+        smtp_url=smtp.url(),
+        email_from=EMAIL_FROM,
     )
     local = LocalGateway(settings)
     local.start()

@@ -25,10 +25,13 @@ from mxpush_local.gateway import LocalGateway
 from tests.conftest import GOTIFY_TOKEN, wait_until
 from tests.e2e.conftest import NOTIFY_PATH, Exchange, Scene
 from tests.fakes.ntfy import FakeNtfy
+from tests.fakes.smtp import FakeSmtp
 
 DELAY = 3
 # After a push (or a cancel): how long nothing more may arrive.
 QUIET = 2.0
+# Seconds after the Gotify push before the email channel escalates.
+ESCALATION = 3
 # What Element sends for a voice call.
 CALL_CONTENT: dict[str, Any] = {
     "call_id": "e2e-call-1",
@@ -353,3 +356,44 @@ def test_latency_from_send_to_gotify_with_delay_0(scene: Scene, figures: list[st
     print(f"{line}\nsamples (ms): {samples}")
     figures.append(line)
     assert median < 2.0, line
+
+
+def test_an_unread_dm_escalates_from_gotify_to_an_email(scene: Scene, smtp: FakeSmtp) -> None:
+    """bob's registration: Gotify first, email 3 s later if still unread. alice's DM, left
+    unread: Gotify gets the push, then the local SMTP server gets one digest mail"""
+    address = f"bob.{int(time.time())}@example.org"
+    body = {
+        "channels": [
+            {"backend": "gotify", "target": {"url": scene.gotify.base_url, "token": GOTIFY_TOKEN}},
+            {"backend": "email", "target": {"to": address}, "after_seconds": ESCALATION},
+        ],
+        "mode": "fallback",
+        "delay_seconds": 1,
+        "pusher": {"device_display_name": "Bob's phone", "lang": "en"},
+    }
+    answer = scene.api.request("POST", "/api/v1/pushkeys", body, token=scene.bob.access_token)
+    assert answer.status == 201, answer.body
+    assert answer.body["pusher_registered"] is True, answer.body
+    pushkey = answer.body["pushkey"]
+
+    event_id = scene.matrix.send_text(scene.alice, scene.room, "call me when you can")
+    [pushed] = scene.gotify.wait_for(1, timeout=15)
+    pushed_at = time.monotonic()
+    assert pushed.json()["message"] == "call me when you can"
+
+    [mail] = smtp.wait_for_recipient(address, timeout=ESCALATION + 15)
+    assert time.monotonic() - pushed_at >= ESCALATION - 1.0, "mailed before the escalation"
+    message = mail.message
+    assert message["To"] == address
+    assert message["List-Unsubscribe"].startswith("<http")
+    text = mail.part("text/plain")
+    assert "call me when you can" in text
+    assert click_url(scene.room, event_id) in text
+    entry = next(e for e in scene.deliveries(pushkey) if e["event_id"] == event_id)
+    assert [(c["backend"], c["outcome"]) for c in entry["channels"]] == [
+        ("gotify", "delivered"),
+        ("email", "delivered"),
+    ]
+    quiet_until(time.monotonic() + QUIET)
+    assert len(smtp.to(address)) == 1
+    assert len(scene.gotify.requests) == 1
