@@ -1,17 +1,26 @@
 """Email as a channel (issue 12): the late channel of an escalation, through local mode with the
-session's SMTP server; an unsubscribe turns off the email channel only."""
+session's SMTP server and through Amazon SES (moto's); an unsubscribe turns off the email
+channel only."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import re
 import secrets
 import time
 import urllib.request
+from collections.abc import Iterator
+from typing import Any
 
+import boto3
 import pytest
+from moto.ses.models import ses_backends
 
-from tests.conftest import Api, synapse_body
+from mxpush import wiring
+from mxpush_local.aws import ACCOUNT
+from tests.conftest import Api, synapse_body, wait_until
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.smtp import FakeSmtp
 from tests.integration.flow_support import wait_for_outcome
@@ -76,3 +85,43 @@ def test_an_unread_push_escalates_to_one_digest_email_and_unsubscribing_keeps_go
     view = shown(api, pushkey)
     assert view["status"] == "active"
     assert [c["health"]["rejected"] for c in view["channels"]] == [False, True]
+
+
+@pytest.fixture
+def ses_transport(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The deployed stack's transport: Amazon SES (moto's, inside local mode's mock), sending as
+    a verified address; SMTP again after the test."""
+    monkeypatch.setenv("MXPUSH_EMAIL_TRANSPORT", "ses")
+    monkeypatch.setenv("MXPUSH_EMAIL_FROM", "push@ses.mxpush.example.org")
+    wiring.settings.cache_clear()
+    ses = boto3.client("sesv2", region_name=wiring.settings().region)
+    ses.create_email_identity(EmailIdentity="ses.mxpush.example.org")
+    try:
+        yield ses_backends[ACCOUNT][wiring.settings().region]
+    finally:
+        monkeypatch.undo()
+        wiring.settings.cache_clear()
+
+
+def test_an_unread_push_escalates_to_one_digest_email_through_ses(
+    api: Api, gotify: FakeGotify, ses_transport: Any, address: str
+) -> None:
+    pushkey = register_channels(api, [gotify_channel(gotify), email_channel(address, 2)])
+    api.notify(synapse_body(DM, pushkey))
+    gotify.wait_for(1, timeout=10)
+
+    def mailed() -> list[Any]:
+        return [m for m in ses_transport.sent_messages if address in m.destinations]
+
+    [sent] = wait_until(mailed, timeout=15)
+    assert sent.source == "push@ses.mxpush.example.org"
+    message = email.message_from_string(sent.raw_data, policy=email.policy.default)
+    assert message["Subject"] == "1 unread message from alice"
+    assert message["List-Unsubscribe"].startswith("<http")
+    entry = wait_until(
+        lambda: [e for e in api.deliveries(pushkey) if e["channels"][-1]["outcome"] == "delivered"],
+        timeout=10,
+    )[0]
+    assert channel_outcomes(entry) == [(0, "gotify", "delivered"), (1, "email", "delivered")]
+    time.sleep(1.5)
+    assert len(mailed()) == 1
