@@ -389,11 +389,18 @@ def test_an_unread_dm_escalates_from_gotify_to_an_email(scene: Scene, smtp: Fake
     text = mail.part("text/plain")
     assert "call me when you can" in text
     assert click_url(scene.room, event_id) in text
-    entry = next(e for e in scene.deliveries(pushkey) if e["event_id"] == event_id)
-    assert [(c["backend"], c["outcome"]) for c in entry["channels"]] == [
-        ("gotify", "delivered"),
-        ("email", "delivered"),
-    ]
+
+    def both_delivered() -> list[dict[str, Any]]:
+        # The mail may arrive before its sender has written the outcome.
+        return [
+            e
+            for e in scene.deliveries(pushkey)
+            if e["event_id"] == event_id
+            and [(c["backend"], c["outcome"]) for c in e.get("channels", ())]
+            == [("gotify", "delivered"), ("email", "delivered")]
+        ]
+
+    wait_until(both_delivered, timeout=10, interval=0.1)
     quiet_until(time.monotonic() + QUIET)
     assert len(smtp.to(address)) == 1
     assert len(scene.gotify.requests) == 1
