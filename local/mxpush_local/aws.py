@@ -780,10 +780,15 @@ def _json_value(value: Any) -> Any:
 
 
 def _oversized_expression(body: Any) -> tuple[int, dict[str, str], str] | None:
-    try:
-        request = json.loads(body or "{}")
-    except (TypeError, ValueError):
-        return None
+    """AWS's refusal of a request whose expression passes 4 KB, or None. `body`: the request's
+    JSON, or its parameters parsed already."""
+    if isinstance(body, dict):
+        request: Any = body
+    else:
+        try:
+            request = json.loads(body or "{}")
+        except (TypeError, ValueError):
+            return None
     for key in ("UpdateExpression", "ConditionExpression", "KeyConditionExpression"):
         expression = request.get(key) if isinstance(request, dict) else None
         if isinstance(expression, str) and len(expression.encode()) > MAX_EXPRESSION_BYTES:

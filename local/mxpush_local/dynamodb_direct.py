@@ -34,27 +34,13 @@ from moto.dynamodb.responses import DynamoHandler
 from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.exceptions import HTTPException
 
-# Operations answered in process (the ones mxpush makes on its table).
-DIRECT_OPERATIONS = frozenset(
-    {
-        "GetItem",
-        "PutItem",
-        "UpdateItem",
-        "DeleteItem",
-        "Query",
-        "Scan",
-        "BatchGetItem",
-        "BatchWriteItem",
-        "TransactWriteItems",
-        "TransactGetItems",
-    }
-)
 _EVENT = "before-call.dynamodb"
 # A binary value in a response body: a `"B"` or `"BS"` key (inside a string those quotes would
 # be escaped; a false alarm would only cost botocore's parser).
 _BINARY_TYPE = re.compile(r'"BS?"\s*:')
 _UNIQUE_ID = "mxpush-local-in-process-dynamodb"
 _TARGET_PREFIX = "DynamoDB_20120810."
+# Operations answered in process (the ones mxpush makes on its table): moto's method for each.
 _METHODS = {
     "GetItem": "get_item",
     "PutItem": "put_item",
@@ -67,11 +53,13 @@ _METHODS = {
     "TransactWriteItems": "transact_write_items",
     "TransactGetItems": "transact_get_items",
 }
+DIRECT_OPERATIONS = frozenset(_METHODS)
 
 # (status, headers, body) as moto's handlers answer.
 Answer = tuple[int, dict[str, str], str]
-# Refuses a request before moto sees it (an oversized expression), or None.
-Refusal = Callable[[bytes], Answer | None]
+# Refuses a request (its parsed parameters) before moto runs it (an oversized expression), or
+# None.
+Refusal = Callable[[dict[str, Any]], Answer | None]
 # Called under the lock after every request moto handled: (handler, answer).
 AfterRequest = Callable[[Any, Answer], None]
 
@@ -121,9 +109,6 @@ class InProcessDynamoDB:
     def answer(self, model: Any, params: dict[str, Any]) -> tuple[AWSResponse, dict[str, Any]]:
         operation = model.name
         raw_body = params.get("body") or b"{}"
-        refusal = self.refuse(raw_body)
-        if refusal is not None:
-            return self._response(model, refusal)
         handler = DynamoHandler()
         # moto's own request parser, as its stub would run it (binary values become bytes).
         body = PROTOCOL_PARSERS["json"](
@@ -138,6 +123,9 @@ class InProcessDynamoDB:
                 "url_params": {},
             }
         )
+        refusal = self.refuse(body)
+        if refusal is not None:
+            return self._response(model, refusal)
         handler.current_account = self.account
         handler.region = self.region
         handler.headers = {"X-Amz-Target": _TARGET_PREFIX + operation}
