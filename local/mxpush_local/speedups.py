@@ -6,7 +6,11 @@ Each is a function of its arguments alone, so remembering its answers changes no
   User-Agent header, for every request (~5% of local mode's CPU under load);
 - moto parses an UpdateExpression twice per UpdateItem (once to check its placeholders, once to
   run it) from the same string. The tree it builds is only read afterwards: the validator that
-  resolves placeholders works on a deep copy of it.
+  resolves placeholders works on a deep copy of it;
+- moto's Step Functions interpreter parses every JSONPath it evaluates (`$.slot`, a
+  ResultPath) with jsonpath-ng, which builds a new PLY parser — its LALR tables — for each
+  parse (~5% of local mode's CPU under load). A parsed path is only read: `find` and
+  `update_or_create` walk it and change the document, never the path.
 
 `Memoized.apply()` installs them; `undo()` puts the originals back.
 """
@@ -20,11 +24,14 @@ import botocore.useragent
 from moto.dynamodb.parsing.expressions import (  # type: ignore[attr-defined]
     UpdateExpressionParser,
 )
+from moto.stepfunctions.parser.asl.component.common.path import result_path
+from moto.stepfunctions.parser.asl.utils import json_path
 
 # Expressions are few (the store writes a handful of fixed shapes); a bound keeps a client that
 # builds expressions from data from growing the cache.
 _EXPRESSIONS_KEPT = 512
 _AGENT_PARTS_KEPT = 256
+_JSON_PATHS_KEPT = 256  # a definition's paths; ours has a handful
 
 
 class Memoized:
@@ -48,6 +55,9 @@ class Memoized:
             return parse(cls, expression_str)
 
         self._replace(parser, "make", classmethod(cached_make))
+        for module in (json_path, result_path):
+            cached = functools.lru_cache(maxsize=_JSON_PATHS_KEPT)(module.parse)
+            self._replace(module, "parse", cached)
 
     def undo(self) -> None:
         while self._saved:
