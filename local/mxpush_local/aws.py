@@ -47,6 +47,7 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from mxpush.model import Outcome
+from mxpush_local import speedups
 from mxpush_local.dynamodb_direct import InProcessDynamoDB
 from mxpush_local.state import Journal
 from mxpush_local.template import FunctionSpec, Template
@@ -239,6 +240,7 @@ class LocalAws:
         self.keep_finished_executions_seconds = KEEP_FINISHED_EXECUTIONS_SECONDS
         # Where the table is kept across restarts (`state.py`); None: in memory only.
         self.journal: Journal | None = None
+        self._speedups_installed = False
 
     @property
     def state_machine_arn(self) -> str:
@@ -259,6 +261,8 @@ class LocalAws:
         self._reuse_task_clients()
         self._list_handler_methods_once()
         self._keep_released_names_taken()
+        speedups.install()
+        self._speedups_installed = True
         self._create_table()
         self._load_journal()
         self._create_state_machines()
@@ -295,6 +299,9 @@ class LocalAws:
             ExecutionWorker.stop = self._saved_worker_stop  # type: ignore[method-assign]
         if self._saved_timestamp_eval is not None:
             Timestamp._eval_body = self._saved_timestamp_eval  # type: ignore[method-assign]
+        if self._speedups_installed:
+            speedups.uninstall()
+            self._speedups_installed = False
         if self._saved_query is not None:
             Table.query = self._saved_query  # type: ignore[method-assign]
             Table.all_items = self._saved_all_items  # type: ignore[method-assign]
@@ -311,8 +318,9 @@ class LocalAws:
 
     @contextmanager
     def moto_as_is(self) -> Iterator[None]:
-        """Tests: moto's own DynamoDB query, result encoding and definition parsing in place of
-        the faster ones here, to compare the two."""
+        """Tests: moto's own DynamoDB query, result encoding and definition parsing, and
+        moto's and botocore's own functions (`speedups.py`), in place of the faster ones here,
+        to compare the two."""
         patched = (
             (Table, "query", self._saved_query),
             (Table, "all_items", self._saved_all_items),
@@ -326,7 +334,8 @@ class LocalAws:
                 setattr(owner, name, original)
             if direct is not None:
                 direct.uninstall()
-            yield
+            with speedups.moto_as_is():
+                yield
         finally:
             for owner, name, value in current:
                 setattr(owner, name, value)

@@ -1,6 +1,7 @@
-"""Pure functions botocore and moto recompute on every request, memoized for local mode.
+"""Work botocore and moto redo on every request, done once or done faster, for local mode.
 
-Each is a function of its arguments alone, so remembering its answers changes no result:
+Memoized — each a function of its arguments alone, so remembering its answers changes no
+result:
 
 - botocore's `sanitize_user_agent_string_component` walks every character of every part of the
   User-Agent header, for every request (~5% of local mode's CPU under load);
@@ -10,17 +11,35 @@ Each is a function of its arguments alone, so remembering its answers changes no
 - moto's Step Functions interpreter parses every JSONPath it evaluates (`$.slot`, a
   ResultPath) with jsonpath-ng, which builds a new PLY parser — its LALR tables — for each
   parse (~5% of local mode's CPU under load). A parsed path is only read: `find` and
-  `update_or_create` walk it and change the document, never the path.
+  `update_or_create` walk it and change the document, never the path;
+- moto lexes a ConditionExpression (nine regular expressions tried per token) up to twice per
+  write. The tokens depend on the text alone and later steps build new nodes from them.
 
-`Memoized.apply()` installs them; `undo()` puts the originals back.
+Copied faster — UpdateItem deep-copies the item twice (the answer's old image, a stream's) and
+the update expression's tree once (the validator resolves placeholders on a copy): ~20% of
+local mode's CPU under load, most of it in `copy.deepcopy`'s generic path, object by object.
+The replacements copy the same structures directly: a `DynamoType` tree (acyclic, as DynamoDB
+values are; the original's memo only guards against cycles) and the expression tree's nodes
+(whose `parent` links do form cycles: those still go through the memo).
+
+`install()` puts them in place for as long as one local mode runs in the process (each
+`install` has its `uninstall`); `moto_as_is()` suspends them (tests compare both ways).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import botocore.useragent
+from moto.dynamodb.comparisons import ConditionExpressionParser
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.parsing.ast_nodes import Node  # type: ignore[attr-defined]
 from moto.dynamodb.parsing.expressions import (  # type: ignore[attr-defined]
     UpdateExpressionParser,
 )
@@ -32,6 +51,9 @@ from moto.stepfunctions.parser.asl.utils import json_path
 _EXPRESSIONS_KEPT = 512
 _AGENT_PARTS_KEPT = 256
 _JSON_PATHS_KEPT = 256  # a definition's paths; ours has a handful
+# Values a deep copy keeps as they are (immutable).
+_ATOMIC = frozenset({str, int, float, bool, bytes, type(None)})
+_SET_TYPES = frozenset({"SS", "NS", "BS"})
 
 
 class Memoized:
@@ -58,12 +80,113 @@ class Memoized:
         for module in (json_path, result_path):
             cached = functools.lru_cache(maxsize=_JSON_PATHS_KEPT)(module.parse)
             self._replace(module, "parse", cached)
+        self._replace(
+            ConditionExpressionParser,
+            "_lex_condition_expression",
+            _memoized_lexer(ConditionExpressionParser.__dict__["_lex_condition_expression"]),
+        )
+        self._replace(DynamoType, "__deepcopy__", _copy_dynamo_type)
+        self._replace(Node, "__deepcopy__", _copy_node)
 
     def undo(self) -> None:
         while self._saved:
             owner, name, original = self._saved.pop()
-            setattr(owner, name, original)
+            if original is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
 
     def _replace(self, owner: Any, name: str, value: Any) -> None:
-        self._saved.append((owner, name, owner.__dict__[name]))
+        # An attribute the class did not have (Node.__deepcopy__) is deleted again by undo.
+        self._saved.append((owner, name, owner.__dict__.get(name, _ABSENT)))
         setattr(owner, name, value)
+
+
+_ABSENT = object()
+_INSTALLED = Memoized()
+_users = 0
+_users_lock = threading.Lock()
+
+
+def install() -> None:
+    global _users  # noqa: PLW0603 - one set of patches per process, shared by local modes
+    with _users_lock:
+        _users += 1
+        _INSTALLED.apply()
+
+
+def uninstall() -> None:
+    global _users  # noqa: PLW0603
+    with _users_lock:
+        _users = max(0, _users - 1)
+        if _users == 0:
+            _INSTALLED.undo()
+
+
+@contextmanager
+def moto_as_is() -> Iterator[None]:
+    """Tests: moto's and botocore's own functions for the duration."""
+    with _users_lock:
+        active = bool(_INSTALLED._saved)
+        _INSTALLED.undo()
+    try:
+        yield
+    finally:
+        if active:
+            with _users_lock:
+                _INSTALLED.apply()
+
+
+def _memoized_lexer(lex: Any) -> Any:
+    @functools.lru_cache(maxsize=_EXPRESSIONS_KEPT)
+    def tokens(expression: str) -> tuple[Any, ...]:
+        return tuple(lex(ConditionExpressionParser(expression, {}, {})))
+
+    def lex_condition_expression(parser: Any) -> deque[Any]:
+        # A fresh deque: the parser consumes it.
+        return deque(tokens(parser.condition_expression))
+
+    return lex_condition_expression
+
+
+def _copy_dynamo_type(value: Any, memo: Any = None) -> Any:
+    """What `DynamoType.__deepcopy__` makes, without `copy.deepcopy`'s dispatch per value."""
+    copied = DynamoType.__new__(type(value))
+    kind = copied.type = value.type
+    inner = value.value
+    if kind == "L":
+        copied.value = [_copy_element(v, memo) for v in inner]
+    elif kind == "M":
+        copied.value = {k: _copy_element(v, memo) for k, v in inner.items()}
+    elif kind in _SET_TYPES:
+        copied.value = list(inner)
+    else:
+        copied.value = inner
+    return copied
+
+
+def _copy_element(value: Any, memo: Any) -> Any:
+    if type(value) is DynamoType:
+        return _copy_dynamo_type(value, memo)
+    return copy.deepcopy(value, memo)
+
+
+def _copy_node(node: Any, memo: dict[int, Any]) -> Any:
+    """What `copy.deepcopy` makes of an expression tree node: every attribute copied, the
+    links between nodes (children, parent) to the copies, through the memo."""
+    found = memo.get(id(node))
+    if found is not None:
+        return found
+    cls: Any = type(node)
+    copied = cls.__new__(cls)
+    memo[id(node)] = copied
+    state = {}
+    for key, value in node.__dict__.items():
+        if type(value) in _ATOMIC:
+            state[key] = value
+        elif type(value) is list:
+            state[key] = [v if type(v) in _ATOMIC else copy.deepcopy(v, memo) for v in value]
+        else:
+            state[key] = copy.deepcopy(value, memo)
+    copied.__dict__.update(state)
+    return copied

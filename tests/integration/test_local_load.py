@@ -160,6 +160,212 @@ def test_a_query_reads_its_partition_as_moto_would(gateway: LocalGateway, dynamo
     assert nothing["Items"] == []
 
 
+def test_a_plain_partition_query_answers_as_moto_would(
+    gateway: LocalGateway, dynamodb: Any
+) -> None:
+    """The notify path's Query (partition key only, a Limit, either direction) is answered
+    from the partition (`fast_query`); every other shape takes moto's way; both answer the
+    same, errors included."""
+    direct = gateway.aws._in_process_dynamodb
+    assert direct is not None
+    table = gateway.aws.table_name
+    rid = f"test-fast-query-{uuid.uuid4().hex}"
+    # Sort keys whose text order differs from insertion and numeric order.
+    sort_keys = ["registration", "b#10", "b#9", "b#0100", "\u00e9t\u00e9", "B#upper", "b#", "z"]
+    for n, sk in enumerate(sort_keys):
+        item = {
+            "rid": {"S": rid},
+            "sk": {"S": sk},
+            "n": {"N": str(n)},
+            "ratio": {"N": "0.125"},
+            "flag": {"BOOL": n % 2 == 0},
+            "none": {"NULL": True},
+            "tags": {"SS": ["a", f"t{n}"]},
+            "nums": {"NS": ["1", str(n + 2)]},
+            "refs": {"L": [{"M": {"e": {"S": f"$e{n}"}, "at": {"N": "1.5"}}}, {"S": "x"}]},
+            "summary": {"M": {"body": {"S": "h\u00e9llo \u2603"}, "list": {"L": []}}},
+        }
+        dynamodb.put_item(TableName=table, Item=item)
+    dynamodb.put_item(TableName=table, Item={"rid": {"S": rid + "-next"}, "sk": {"S": "b#"}})
+
+    def query(**extra: Any) -> Callable[[], dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "rid = :r",
+            "ExpressionAttributeValues": {":r": {"S": rid}},
+            **extra,
+        }
+        return lambda: dynamodb.query(**kwargs)
+
+    plain_shapes: list[dict[str, Any]] = [
+        {},
+        {"ScanIndexForward": False, "Limit": 3, "ConsistentRead": True},
+        {"ScanIndexForward": True, "Limit": 1},
+        {"Limit": len(sort_keys)},  # exactly all: no LastEvaluatedKey
+        {"Limit": len(sort_keys) + 5},
+        {
+            "KeyConditionExpression": " #p=:r ",
+            "ExpressionAttributeNames": {"#p": "rid"},
+        },
+        {"ExpressionAttributeValues": {":r": {"S": rid + "-absent"}}},  # an empty partition
+    ]
+    answers = []
+    for extra in plain_shapes:
+        before = direct.fast_queries
+        answers.append(_same_as_moto(gateway, query(**extra)))
+        assert direct.fast_queries == before + 1, extra
+    everything, newest_three, first, exact, more, named, empty = answers
+    assert [i["sk"]["S"] for i in everything["Items"]] == sorted(sort_keys)
+    assert [i["sk"]["S"] for i in newest_three["Items"]] == sorted(sort_keys)[::-1][:3]
+    assert newest_three["LastEvaluatedKey"] == {
+        "rid": {"S": rid},
+        "sk": {"S": sorted(sort_keys)[::-1][2]},
+    }
+    assert "LastEvaluatedKey" not in exact
+    assert "LastEvaluatedKey" not in more
+    assert (first["Count"], first["ScannedCount"]) == (1, 1)
+    assert named["Items"] == everything["Items"]
+    assert (empty["Items"], empty["Count"]) == ([], 0)
+
+    other_shapes: list[dict[str, Any]] = [
+        {"ReturnConsumedCapacity": "TOTAL"},
+        {"Select": "COUNT"},
+        {"ProjectionExpression": "sk, n"},
+        {
+            "FilterExpression": "n > :two",
+            "ExpressionAttributeValues": {":r": {"S": rid}, ":two": {"N": "2"}},
+        },
+        {
+            "KeyConditionExpression": "rid = :r AND sk > :b",
+            "ExpressionAttributeValues": {":r": {"S": rid}, ":b": {"S": "b#5"}},
+        },
+        {"ExclusiveStartKey": {"rid": {"S": rid}, "sk": {"S": "b#10"}}},
+    ]
+    for extra in other_shapes:
+        before = direct.fast_queries
+        _same_as_moto(gateway, query(**extra))
+        assert direct.fast_queries == before, extra
+    # A binary value anywhere in the page: moto's way (botocore decodes it).
+    dynamodb.put_item(
+        TableName=table, Item={"rid": {"S": rid}, "sk": {"S": "zz"}, "blob": {"B": b"\x00\xff"}}
+    )
+    before = direct.fast_queries
+    binary = _same_as_moto(gateway, query(ScanIndexForward=False))
+    [blob] = [i["blob"] for i in binary["Items"] if "blob" in i]
+    assert blob == {"B": b"\x00\xff"}
+    assert direct.fast_queries == before
+
+    # Answered or refused the same way both ways, and never by the fast path.
+    refused: list[dict[str, Any]] = [
+        {"ExpressionAttributeValues": {":r": {"S": rid}, ":unused": {"S": "x"}}},
+        {"ExpressionAttributeNames": {"#unused": "sk"}},
+        {"KeyConditionExpression": "sk = :r"},  # not the partition key
+        {"ExpressionAttributeValues": {":r": {"N": "1"}}},  # the partition key is text
+        {"TableName": "no-such-table"},
+    ]
+    for extra in refused:
+        before = direct.fast_queries
+        outcomes = []
+        for as_is in (False, True):
+            try:
+                if as_is:
+                    with gateway.aws.moto_as_is():
+                        outcomes.append(_without_metadata(query(**extra)()))
+                else:
+                    outcomes.append(_without_metadata(query(**extra)()))
+            except ClientError as error:
+                outcomes.append(error.response["Error"])
+        assert outcomes[0] == outcomes[1], extra
+        assert direct.fast_queries == before
+
+
+# Each case: an update, its condition (if any), names, more values, what it returns.
+UPDATES: list[tuple[str, str | None, dict[str, str], dict[str, Any], str]] = [
+    ("SET st = :s, v = v + :one", "st IN (:open, :waiting)", {}, {}, "ALL_NEW"),
+    ("SET st = :s REMOVE claim", "st = :open AND claim = :tok", {}, {}, "ALL_OLD"),
+    (
+        "SET #m.#k = :map, refs = list_append(refs, :more)",
+        None,
+        {"#m": "m", "#k": "inner"},
+        {},
+        "UPDATED_NEW",
+    ),
+    ("SET refs[0].e = :s, n = if_not_exists(n, :one)", "size(refs) > :one", {}, {}, "UPDATED_OLD"),
+    ("REMOVE refs[1], refs[0] ADD tags :tag, n :one", "attribute_exists(refs)", {}, {}, "ALL_NEW"),
+    ("DELETE tags :tag SET #n = :one", "NOT (v BETWEEN :one AND :ten)", {"#n": "n"}, {}, "NONE"),
+    ("SET v = v - :one", "begins_with(st, :s) OR contains(tags, :x)", {}, {}, "ALL_NEW"),
+    ("SET st = :s", "st = :waiting", {}, {}, "ALL_NEW"),  # fails its condition
+    ("SET st = :s", "attribute_not_exists(rid)", {}, {}, "ALL_NEW"),  # fails too
+    ("SET gone.deeper = :s", None, {}, {}, "ALL_NEW"),  # a path that does not exist
+    ("SET v = v + :s", None, {}, {}, "ALL_NEW"),  # a number plus a string
+]
+
+
+@pytest.mark.parametrize("case", range(len(UPDATES)))
+def test_updates_answer_as_moto_would_without_the_speedups(
+    gateway: LocalGateway, dynamodb: Any, case: int
+) -> None:
+    """UpdateItem with local mode's faster copies and memoized lexing answers, fails and leaves
+    the item exactly as moto's own code does."""
+    update, condition, names, extra_values, returns = UPDATES[case]
+    table = gateway.aws.table_name
+    key = {"rid": {"S": f"test-update-{uuid.uuid4().hex}"}, "sk": {"S": "b#1"}}
+    item = key | {
+        "st": {"S": "open"},
+        "v": {"N": "3"},
+        "claim": {"S": "t0k"},
+        "tags": {"SS": ["a", "b"]},
+        "m": {"M": {"inner": {"L": [{"S": "x"}]}, "keep": {"NULL": True}}},
+        "refs": {
+            "L": [
+                {"M": {"e": {"S": "$1"}, "at": {"N": "1.5"}, "r": {"BOOL": True}}},
+                {"M": {"e": {"S": "$2"}, "nested": {"L": [{"N": "7"}, {"SS": ["q"]}]}}},
+            ]
+        },
+    }
+    values = {
+        ":s": {"S": "sending"},
+        ":one": {"N": "1"},
+        ":open": {"S": "open"},
+        ":waiting": {"S": "waiting"},
+        ":tok": {"S": "t0k"},
+        ":map": {"M": {"k": {"L": [{"S": "y"}, {"N": "2"}]}}},
+        ":more": {"L": [{"M": {"e": {"S": "$3"}}}]},
+        ":tag": {"SS": ["b", "c"]},
+        ":x": {"S": "zzz"},
+        ":ten": {"N": "10"},
+        **extra_values,
+    }
+    used = {k: v for k, v in values.items() if k in update or (condition and k in condition)}
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "Key": key,
+        "UpdateExpression": update,
+        "ExpressionAttributeValues": used,
+        "ReturnValues": returns,
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+    if condition:
+        kwargs["ConditionExpression"] = condition
+    if names:
+        kwargs["ExpressionAttributeNames"] = names
+
+    def run() -> tuple[Any, Any]:
+        dynamodb.put_item(TableName=table, Item=item)
+        try:
+            answer: Any = _without_metadata(dynamodb.update_item(**kwargs))
+        except ClientError as error:
+            answer = (error.response["Error"], error.response.get("Item"))
+        return answer, dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
+
+    fast = run()
+    fast_again = run()  # the second time from the memoized lexer and parser
+    with gateway.aws.moto_as_is():
+        slow = run()
+    assert fast == slow
+    assert fast_again == slow
+
+
 def test_errors_answer_as_moto_would(gateway: LocalGateway, dynamodb: Any) -> None:
     """A failed condition (with the old item), a malformed expression, an oversized one and a
     missing table fail the same way on the in-process path as through moto's stub."""
