@@ -38,7 +38,7 @@ from werkzeug.exceptions import HTTPException
 from mxpush_local.fast_query import answer_query
 
 _EVENT = "before-call.dynamodb"
-# A binary value in a response body: a `"B"` or `"BS"` key (inside a string those quotes would
+# A binary value in a request or response body: a `"B"` or `"BS"` key (inside a string those quotes would
 # be escaped; a false alarm would only cost botocore's parser).
 _BINARY_TYPE = re.compile(r'"BS?"\s*:')
 _UNIQUE_ID = "mxpush-local-in-process-dynamodb"
@@ -120,19 +120,7 @@ class InProcessDynamoDB:
             if fast is not None:
                 return fast
         handler = DynamoHandler()
-        # moto's own request parser, as its stub would run it (binary values become bytes).
-        body = PROTOCOL_PARSERS["json"](
-            _moto_operation(operation), map_type=handler.PROTOCOL_PARSER_MAP_TYPE
-        ).parse(
-            {
-                "method": "POST",
-                "values": MultiDict(),
-                "headers": Headers(),
-                "body": raw_body,
-                "url_path": "/",
-                "url_params": {},
-            }
-        )
+        body = _parse_request(handler, operation, raw_body)
         refusal = self.refuse(body)
         if refusal is not None:
             return self._response(model, refusal)
@@ -181,6 +169,28 @@ class InProcessDynamoDB:
             if shape is not None:
                 parsed.update(self._parser.parse(raw, shape))
         return _http(status, headers), parsed
+
+
+def _parse_request(handler: DynamoHandler, operation: str, raw_body: bytes | str) -> Any:
+    """The request's parameters as moto's stub would parse them. moto's parser walks the
+    operation's shapes to turn binary values (base64 text) into bytes; without one (botocore
+    validated the request against the same model, so every other member is plain JSON) the
+    body's JSON is the same thing, at a tenth of the cost."""
+    text = raw_body.decode() if isinstance(raw_body, bytes) else raw_body
+    if not _BINARY_TYPE.search(text):
+        return json.loads(text)
+    return PROTOCOL_PARSERS["json"](
+        _moto_operation(operation), map_type=handler.PROTOCOL_PARSER_MAP_TYPE
+    ).parse(
+        {
+            "method": "POST",
+            "values": MultiDict(),
+            "headers": Headers(),
+            "body": raw_body,
+            "url_path": "/",
+            "url_params": {},
+        }
+    )
 
 
 def _http(status: int, headers: dict[str, str]) -> AWSResponse:
