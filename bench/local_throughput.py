@@ -49,6 +49,7 @@ from tests.conftest import synapse_body, with_event_id  # noqa: E402
 from tests.fakes.gotify import FakeGotify  # noqa: E402
 from tests.fakes.server import Received, Reply  # noqa: E402
 
+from mxpush_local.__main__ import settle_collector  # noqa: E402
 from mxpush_local.gateway import LocalGateway, LocalSettings  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 - local mode's, for this run
@@ -254,6 +255,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         settings = LocalSettings(port=0, admin_token=ADMIN_TOKEN, delay_seconds=args.delay)
         gateway = LocalGateway(LocalSettings(**{**settings.__dict__, "access_log": False}))
         gateway.start()
+        settle_collector()  # as `python -m mxpush_local` does
         pid = "self"
     else:
         gateway = GatewayProcess(args.delay, state_dir.name)

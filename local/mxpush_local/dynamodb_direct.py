@@ -38,8 +38,8 @@ from werkzeug.exceptions import HTTPException
 from mxpush_local.fast_query import answer_query
 
 _EVENT = "before-call.dynamodb"
-# A binary value in a request or response body: a `"B"` or `"BS"` key (inside a string those quotes would
-# be escaped; a false alarm would only cost botocore's parser).
+# A binary value in a request or response body: a `"B"` or `"BS"` key (inside a string those
+# quotes would be escaped; a false alarm only costs the slower parser).
 _BINARY_TYPE = re.compile(r'"BS?"\s*:')
 _UNIQUE_ID = "mxpush-local-in-process-dynamodb"
 _TARGET_PREFIX = "DynamoDB_20120810."
