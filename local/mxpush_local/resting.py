@@ -32,6 +32,7 @@ import copy
 import marshal
 import threading
 import zlib
+from collections.abc import Iterable
 from typing import Any, cast
 
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
@@ -62,10 +63,12 @@ class Unpackable(Exception):
 
 
 class Codec:
-    """Raw deflate with a preset dictionary (empty: none)."""
+    """Raw deflate with a preset dictionary (empty: none), for the items of one shape (their
+    attribute names; None: any)."""
 
-    def __init__(self, zdict: bytes = b"") -> None:
+    def __init__(self, zdict: bytes = b"", shape: frozenset[str] | None = None) -> None:
         self.zdict = zdict
+        self.shape = shape
 
     def compress(self, raw: bytes) -> bytes:
         if self.zdict:
@@ -256,6 +259,23 @@ class CompactItem(Item):
         self._attrs = None
 
 
+def may_have(item: Item, names: Iterable[str]) -> bool:
+    """False if the item surely lacks one of the attributes `names` (a packed item knows its
+    attribute names from its shape): a Query on an index need not expand it."""
+    if isinstance(item, CompactItem) and item._attrs is None:
+        shape = _codecs[item._codec].shape
+        return shape is None or all(name in shape for name in names)
+    return True
+
+
+def index_key_names(table: Any, index_name: str) -> list[str]:
+    """The key attributes of the table's index `index_name` (none if there is no such index)."""
+    for index in (table.global_indexes or []) + (table.indexes or []):
+        if index.name == index_name:
+            return [str(key["AttributeName"]) for key in index.schema]
+    return []
+
+
 def _itself(item: Item) -> Item:
     return item
 
@@ -410,7 +430,7 @@ class Sweeper:
             if len(self._codecs) >= MAX_SHAPES:
                 return 0
             with _making:
-                _codecs.append(Codec(raw[-ZDICT_BYTES:]))
+                _codecs.append(Codec(raw[-ZDICT_BYTES:], frozenset(shape)))
                 found = len(_codecs) - 1
             self._codecs[shape] = found
         return found

@@ -376,6 +376,10 @@ def test_a_packed_item_answers_as_the_same_item_unpacked(
     assert _contents(table) == hot_after
     if name in READS_FROM_COPIES:
         assert all(_packed(table).values())
+    if name == "query-index":
+        # moto tests every item of the table for the index's keys: not packed items without.
+        packed_now = _packed(table)
+        assert [key for key, packed in packed_now.items() if not packed] == [("p", "b"), ("p", "d")]
     if name in READS_FROM_COPIES | READS_IN_PLACE:
         # What a read expanded did not change: packed again at the next pass.
         gateway.aws.rest_items(table)
