@@ -259,6 +259,14 @@ class CompactItem(Item):
         self._attrs = None
 
 
+def attributes(item: Item) -> dict[str, Any]:
+    """The item's attributes for a read (not to change): a packed item stays packed (a
+    throwaway expansion), where `item.attrs` would expand it in place."""
+    if isinstance(item, CompactItem):
+        return item._view()
+    return item.attrs
+
+
 def may_have(item: Item, names: Iterable[str]) -> bool:
     """False if the item surely lacks one of the attributes `names` (a packed item knows its
     attribute names from its shape): a Query on an index need not expand it."""

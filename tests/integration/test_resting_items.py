@@ -536,6 +536,9 @@ def test_copies_and_pickles_of_a_packed_item_are_the_item() -> None:
     assert compact.to_json() == plain.to_json()
     assert compact == plain
     assert resting.expiry(compact, TTL) == float(FUTURE)
+    assert resting.attributes(compact) == plain.attrs
+    assert resting.attributes(plain) is plain.attrs
+    assert compact.packed
     copied = copy.deepcopy(compact)
     assert copied.packed and copied == plain and compact.packed
     assert pickle.loads(pickle.dumps(compact)) == plain  # noqa: S301 - made just above
