@@ -47,7 +47,7 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from mxpush.model import Outcome
-from mxpush_local import speedups
+from mxpush_local import resting, speedups
 from mxpush_local.dynamodb_direct import InProcessDynamoDB
 from mxpush_local.state import Journal
 from mxpush_local.template import FunctionSpec, Template
@@ -241,6 +241,8 @@ class LocalAws:
         # Where the table is kept across restarts (`state.py`); None: in memory only.
         self.journal: Journal | None = None
         self._speedups_installed = False
+        # Items idle since the last expiry pass are kept compact (`resting.py`).
+        self.resting: resting.Sweeper | None = resting.Sweeper()
 
     @property
     def state_machine_arn(self) -> str:
@@ -538,6 +540,7 @@ class LocalAws:
         """Fill the new table from the kept state, before anything reads it."""
         if self.journal is not None:
             self.journal.load()
+            self.rest_items(self.journal.table_name, now=True)
 
     def _journal_write(self, handler: Any, response: Any) -> None:
         # Under the request lock: the journal sees each item as that request left it.
@@ -595,7 +598,16 @@ class LocalAws:
 
         def query(table: Any, *args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(table, *args, **kwargs)
-            if bound.arguments.get("index_name") or bound.arguments.get("hash_key") is None:
+            index_name = bound.arguments.get("index_name")
+            if index_name:
+                # moto tests every item of the table for the index's keys: not the packed
+                # items that lack them (it would expand them all; they would not match).
+                partition_only.index_keys = resting.index_key_names(table, index_name)
+                try:
+                    return original_query(table, *args, **kwargs)
+                finally:
+                    partition_only.index_keys = None
+            if bound.arguments.get("hash_key") is None:
                 return original_query(table, *args, **kwargs)
             partition_only.key = bound.arguments["hash_key"]
             try:
@@ -606,6 +618,9 @@ class LocalAws:
         def all_items(table: Any) -> Any:
             key = getattr(partition_only, "key", None)
             if key is None:
+                names = getattr(partition_only, "index_keys", None)
+                if names:
+                    return [i for i in original_all_items(table) if resting.may_have(i, names)]
                 return original_all_items(table)
             partition = table.items.get(key)
             if partition is None:
@@ -710,10 +725,8 @@ class LocalAws:
 
     def expire_items(self, now: float) -> int:
         """Delete the table's items whose TTL attribute is past `now`, as DynamoDB's TTL does;
-        return how many."""
-        attribute = (self.template.table_properties.get("TimeToLiveSpecification") or {}).get(
-            "AttributeName"
-        )
+        return how many. The same pass packs the items idle since the last one (`resting`)."""
+        attribute = self._ttl_attribute()
         if not attribute:
             return 0
         from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415 - moto's, once
@@ -737,7 +750,31 @@ class LocalAws:
                             expired += 1
                     if table.range_key_attr and not partition:
                         del table.items[key]
+                    elif self.resting is not None:
+                        self.resting.rest(table, key, attribute)
         return expired
+
+    def rest_items(self, table_name: str, *, now: bool = False) -> int:
+        """Pack the table's idle items (`now`: all of them); return how many were packed."""
+        from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415 - moto's, once
+
+        if self.resting is None:
+            return 0
+        table = dynamodb_backends[ACCOUNT][REGION].get_table(table_name)
+        attribute = self._ttl_attribute()
+        with self._dynamodb_lock:
+            partitions = list(table.items.keys())
+        packed = 0
+        for start in range(0, len(partitions), EXPIRE_PARTITIONS_PER_HOLD):
+            with self._dynamodb_lock:
+                for key in partitions[start : start + EXPIRE_PARTITIONS_PER_HOLD]:
+                    packed += self.resting.rest(table, key, attribute, now=now)
+        return packed
+
+    def _ttl_attribute(self) -> str | None:
+        spec = self.template.table_properties.get("TimeToLiveSpecification") or {}
+        name = spec.get("AttributeName")
+        return str(name) if name else None
 
     def _start_expiry_timer(self) -> None:
         def expire() -> None:
@@ -765,14 +802,8 @@ class LocalAws:
 
 
 def _expired(item: Any, attribute: str, now: float) -> bool:
-    value = item.attrs.get(attribute)
-    if value is None or value.type != "N":
-        return False
-    try:
-        at = float(value.value)
-    except ValueError:
-        return False
-    return now - TTL_IGNORED_BEFORE_SECONDS < at < now
+    at = resting.expiry(item, attribute)  # a packed item's is kept beside it
+    return at is not None and now - TTL_IGNORED_BEFORE_SECONDS < at < now
 
 
 def _json_value(value: Any) -> Any:

@@ -22,6 +22,8 @@ from typing import Any
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
 
+from mxpush_local import resting
+
 # Request keys this path understands; any other key sends the request moto's way.
 _PLAIN_KEYS = frozenset(
     {
@@ -118,7 +120,8 @@ def _attributes(item: Item) -> tuple[dict[str, Any], int]:
     """The item as DynamoDB JSON, and an upper bound of moto's size for it."""
     size = 0
     out: dict[str, Any] = {}
-    for name, value in item.attrs.items():
+    # A packed item (`resting.py`) is read without being expanded for good.
+    for name, value in resting.attributes(item).items():
         plain, value_size = _convert(value)
         out[name] = plain
         size += _BYTES_PER_CHAR * len(name) + value_size
