@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -161,16 +161,18 @@ class Journal:
             self._appended += len(records)
 
     def _compact_running(self, backend: Any) -> None:
-        """Called under the request lock: no write changes the table meanwhile."""
+        """Called under the request lock: no write changes the table meanwhile. The items are
+        written one at a time as they are encoded: a list of the whole table's JSON (tens of
+        MB in a long run) would raise the process's memory for good (CPython keeps the
+        arenas it grew)."""
         now = time.time()
-        items = [
-            item.to_json()["Attributes"] for item in backend.get_table(self.table_name).all_items()
-        ]
+        table_items = backend.get_table(self.table_name).all_items()
+        encoded = (item.to_json()["Attributes"] for item in table_items)
         with self._lock:
             if self._file is None:
                 return  # closed: local mode is stopping
             try:
-                self._compact([item for item in items if not self._expired(item, now)])
+                self._compact(item for item in encoded if not self._expired(item, now))
             except OSError as exc:
                 # The journal is whole, only longer: the request that got here succeeded.
                 log.warning("state file %s not compacted: %s", self.path, exc)
@@ -198,17 +200,20 @@ class Journal:
                 if isinstance(record, dict):
                     yield record
 
-    def _compact(self, items: list[dict[str, Any]]) -> None:
+    def _compact(self, items: Iterable[dict[str, Any]]) -> None:
         partial = self.path.with_name(self.path.name + ".new")
+        written = 0
         with partial.open("w", encoding="utf-8") as out:
-            out.writelines(_line({"put": item}) for item in items)
+            for item in items:
+                out.write(_line({"put": item}))
+                written += 1
             out.flush()
             os.fsync(out.fileno())
         partial.replace(self.path)
         # The state holds message previews and backend tokens: the owner's eyes only.
         self.path.chmod(0o600)
         self._appended = 0
-        self._live = len(items)
+        self._live = written
 
     def _key(self, item: dict[str, Any]) -> tuple[str, ...]:
         return tuple(json.dumps(item.get(name), sort_keys=True) for name in self.key_names)
