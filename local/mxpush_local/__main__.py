@@ -74,10 +74,9 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def limit_malloc_arenas() -> ctypes.CDLL | None:
-    """Before any thread starts; returns libc (None: not glibc's, nothing to tune). Local
-    mode runs ~100 threads; after a burst (requests that queued behind a state-file
-    compaction) each had grown its own malloc arena, and the memory freed in them stayed
-    with the process: RSS stepped up ~170 MB for good at 50/s."""
+    """Before any thread starts; returns libc (None: not glibc's, nothing to tune). Local mode runs ~100 threads; after a burst (requests that
+    queued behind a state-file compaction) each had grown its own malloc arena, and the
+    memory freed in them stayed with the process: RSS stepped up ~170 MB for good at 50/s."""
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
