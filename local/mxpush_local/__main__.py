@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import dataclasses
 import gc
 import logging
@@ -56,42 +54,8 @@ def settle_collector() -> None:
     gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
-# glibc's malloc: at most this many arenas (default 8 per core, one per thread that allocates
-# concurrently); and how often free heap memory is handed back to the OS.
-MALLOC_ARENAS = 2
-TRIM_EVERY_SECONDS = 20.0
-_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
-
-
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(name)
-    except OSError:
-        return None
-
-
-def limit_malloc_arenas() -> ctypes.CDLL | None:
-    """Before any thread starts; returns libc (None: not glibc's, nothing to tune). Local mode runs ~100 threads; after a burst (requests that
-    queued behind a state-file compaction) each had grown its own malloc arena, and the
-    memory freed in them stayed with the process: RSS stepped up ~170 MB for good at 50/s."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-    return libc
-
-
-def trim_heap(libc: ctypes.CDLL | None) -> None:
-    """Hand the heap's free memory back to the OS (glibc keeps it otherwise)."""
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    libc = limit_malloc_arenas()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = LocalSettings.from_env(os.environ)
@@ -149,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = f" (generated, kept in {where})" if where else " (generated for this session)"
     print(f"Web Push VAPID public key{kept}: {vapid_public_key}", flush=True)
     print(email_line(gateway.settings), flush=True)
-    while not stop.wait(TRIM_EVERY_SECONDS):
-        trim_heap(libc)
+    stop.wait()
     print("mxpush: metrics of this session (also at GET /metrics):", flush=True)
     print("\n".join(gateway.metrics.summary()), flush=True)
     print("mxpush: stopping", flush=True)
