@@ -14,6 +14,7 @@ from mxpush.errors import SchedulerUnavailable
 from mxpush.ids import registration_id
 from mxpush.model import Outcome
 from mxpush_local.aws import REGION
+from mxpush_local.gateway import LocalGateway
 from mxpush_local.recovery import pending_batches, recover
 from tests.conftest import Api, synapse_body, wait_until, with_event_id
 from tests.fakes.gotify import FakeGotify
@@ -47,7 +48,11 @@ def end_pending_batches_but(pushkey: str) -> None:
 
 @pytest.mark.parametrize("kind", ["scheduled", "sent_now"])
 def test_a_stored_push_without_its_slot_execution_is_delivered_once(
-    api: Api, gotify: FakeGotify, monkeypatch: pytest.MonkeyPatch, kind: str
+    api: Api,
+    gateway: LocalGateway,
+    gotify: FakeGotify,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
 ) -> None:
     # sent_now: overdue by the time recovery runs - yet not due before the notify has
     # answered, or notify itself would hand it to its sender (a slow, busy CI machine).
@@ -55,10 +60,11 @@ def test_a_stored_push_without_its_slot_execution_is_delivered_once(
     pushkey = api.register(gotify, delay=delay)
     body = with_event_id(synapse_body("message_dm_2_members.1.full", pushkey), "$lost")
     with monkeypatch.context() as patch:
-        # No slot execution starts until recovery: the failed start leaves the slot marked
-        # `unstarted`, and any other batch due in the same second (an earlier test's leftover
-        # retry) would start it again and deliver this push too.
+        # No slot execution runs until recovery: one an earlier test left running for the same
+        # second (its slot marker says `started`, so this batch only adds its due entry) would
+        # deliver this push too, and so would one started by another batch due then.
         patch.setattr(wiring.scheduler(), "start_slot", no_slot_execution)
+        gateway.aws.stop_running_executions()
         accepted = time.time()
         assert api.notify(body).status == 200
         if kind == "sent_now":
