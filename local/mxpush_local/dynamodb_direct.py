@@ -115,15 +115,15 @@ class InProcessDynamoDB:
     def answer(self, model: Any, params: dict[str, Any]) -> tuple[AWSResponse, dict[str, Any]]:
         operation = model.name
         raw_body = params.get("body") or b"{}"
-        if operation == "Query":
-            fast = self._fast_query(raw_body)
-            if fast is not None:
-                return fast
         handler = DynamoHandler()
         body = _parse_request(handler, operation, raw_body)
         refusal = self.refuse(body)
         if refusal is not None:
             return self._response(model, refusal)
+        if operation == "Query":
+            fast = self._fast_query(body)
+            if fast is not None:
+                return fast
         handler.current_account = self.account
         handler.region = self.region
         handler.headers = {"X-Amz-Target": _TARGET_PREFIX + operation}
@@ -137,10 +137,9 @@ class InProcessDynamoDB:
             self.answered += 1
         return self._response(model, answer)
 
-    def _fast_query(self, raw_body: bytes | str) -> tuple[AWSResponse, dict[str, Any]] | None:
-        request = json.loads(raw_body)
-        if not isinstance(request, dict) or self.refuse(request) is not None:
-            return None  # moto's way refuses it the same way
+    def _fast_query(self, request: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        if not isinstance(request, dict):
+            return None
         tables = dynamodb_backends[self.account][self.region].tables
         with self.lock:
             plain = answer_query(request, tables)
