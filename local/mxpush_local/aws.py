@@ -731,47 +731,42 @@ class LocalAws:
         attribute = self._ttl_attribute()
         if not attribute:
             return 0
-        from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415 - moto's, once
-
-        table = dynamodb_backends[ACCOUNT][REGION].get_table(self.table_name)
-        with self._dynamodb_lock:
-            partitions = list(table.items.keys())
+        table = _moto_table(self.table_name)
         expired = 0
-        for start in range(0, len(partitions), EXPIRE_PARTITIONS_PER_HOLD):
-            with self._dynamodb_lock:
-                for key in partitions[start : start + EXPIRE_PARTITIONS_PER_HOLD]:
-                    partition = table.items.get(key)
-                    if partition is None:
-                        continue
-                    items: list[Any] = (
-                        list(partition.values()) if table.range_key_attr else [partition]
-                    )
-                    for item in items:
-                        if _expired(item, attribute, now):
-                            table.delete_item(item.hash_key, item.range_key)
-                            expired += 1
-                    if table.range_key_attr and not partition:
-                        del table.items[key]
-                    elif self.resting is not None:
-                        self.resting.rest(table, key, attribute)
+        for key in self._partitions_in_holds(table):
+            partition = table.items.get(key)
+            if partition is None:
+                continue
+            items: list[Any] = list(partition.values()) if table.range_key_attr else [partition]
+            for item in items:
+                if _expired(item, attribute, now):
+                    table.delete_item(item.hash_key, item.range_key)
+                    expired += 1
+            if table.range_key_attr and not partition:
+                del table.items[key]
+            elif self.resting is not None:
+                self.resting.rest(table, key, attribute)
         return expired
 
     def rest_items(self, table_name: str, *, now: bool = False) -> int:
         """Pack the table's idle items (`now`: all of them); return how many were packed."""
-        from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415 - moto's, once
-
         if self.resting is None:
             return 0
-        table = dynamodb_backends[ACCOUNT][REGION].get_table(table_name)
+        table = _moto_table(table_name)
         attribute = self._ttl_attribute()
+        return sum(
+            self.resting.rest(table, key, attribute, now=now)
+            for key in self._partitions_in_holds(table)
+        )
+
+    def _partitions_in_holds(self, table: Any) -> Iterator[Any]:
+        """The table's partition keys, each handed out with the DynamoDB lock held; the lock is
+        let go every `EXPIRE_PARTITIONS_PER_HOLD` partitions, so requests wait no longer."""
         with self._dynamodb_lock:
             partitions = list(table.items.keys())
-        packed = 0
         for start in range(0, len(partitions), EXPIRE_PARTITIONS_PER_HOLD):
             with self._dynamodb_lock:
-                for key in partitions[start : start + EXPIRE_PARTITIONS_PER_HOLD]:
-                    packed += self.resting.rest(table, key, attribute, now=now)
-        return packed
+                yield from partitions[start : start + EXPIRE_PARTITIONS_PER_HOLD]
 
     def _ttl_attribute(self) -> str | None:
         spec = self.template.table_properties.get("TimeToLiveSpecification") or {}
@@ -801,6 +796,12 @@ class LocalAws:
         thread = threading.Thread(target=release, name="release-executions", daemon=True)
         thread.start()
         self._timers.append(thread)
+
+
+def _moto_table(name: str) -> Any:
+    from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415 - moto's, once
+
+    return dynamodb_backends[ACCOUNT][REGION].get_table(name)
 
 
 def _expired(item: Any, attribute: str, now: float) -> bool:
