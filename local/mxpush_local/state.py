@@ -6,8 +6,16 @@ line, handed to the OS at once: a `kill -9` loses nothing that was acknowledged 
 lose the last lines; they are written, not fsynced). At start the journal is loaded into the
 table, then compacted: the current items, minus those whose TTL passed (moto never expires
 items), are written to a new file that is renamed over the journal, so a crash while compacting
-leaves the old journal whole. A long run compacts too, when the journal has grown several times
-the table (a busy chat rewrites its batch at every message).
+leaves the old journal whole.
+
+A long run compacts too, when the journal has grown several times the table (a busy chat
+rewrites its batch at every message), without stopping the gateway: the journal is renamed to
+`STATE.old` and a new one begun (a moment under the lock), a child process
+(`compact_journal.py`) compacts `STATE.old` into `STATE.old.new`, and then - under the lock
+again, for as long as it takes to copy the lines written meanwhile - those lines are appended
+to the compacted file, which is renamed over the journal, and `STATE.old` is deleted. Loading
+reads `STATE.old` (if a crash left it) before `STATE`, so every crash point leaves the items
+whole; the child's memory goes back to the OS when it exits.
 
 Step Functions executions and asynchronous invokes are not kept: `recovery.py` re-drives what
 they were doing from the table.
@@ -19,14 +27,18 @@ import fcntl
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
+
+from mxpush_local import compact_journal
 
 log = logging.getLogger("mxpush_local")
 
@@ -41,6 +53,10 @@ WRITE_ACTIONS = frozenset(
 # at least this factor more.
 COMPACT_MIN_LINES = 10_000
 COMPACT_FACTOR = 4
+# The compacting child yields the CPU to the gateway.
+COMPACT_NICE = 10
+# A compaction that takes longer than this is given up (the journal stays whole, only longer).
+COMPACT_TIMEOUT_SECONDS = 600
 
 
 class StateError(Exception):
@@ -61,20 +77,28 @@ class Journal:
         region: str,
     ) -> None:
         self.path = path
+        # The segment a running compaction works on, and the compacted file it writes.
+        self.old_path = path.with_name(path.name + ".old")
+        self.compacted_path = path.with_name(path.name + ".old.new")
         self.table_name = table_name
         self.key_names = key_names
         self.ttl_attribute = ttl_attribute
         self.region = region
         self.loaded_items = 0
         self.dropped_lines = 0
+        self.compactions = 0
         self._file: IO[str] | None = None
         self._held: IO[str] | None = None
         self._lock = threading.Lock()
         self.compact_min_lines = COMPACT_MIN_LINES
         self.compact_factor = COMPACT_FACTOR
+        # Wraps the compacting child's command line (tests slow it down with it).
+        self.compact_command: Callable[[list[str]], list[str]] = lambda command: command
         # Lines appended since the last compaction, and how many items that one wrote.
         self._appended = 0
         self._live = 0
+        self._compactor: threading.Thread | None = None
+        self._child: subprocess.Popen[str] | None = None
 
     def load(self, *, now: float | None = None) -> int:
         """Put the journal's items into the (new, empty) table and compact the file; returns
@@ -87,6 +111,8 @@ class Journal:
             raise StateError(f"cannot use the state file {self.path}: {exc}") from exc
 
     def _load(self, now: float) -> int:
+        # A partial compaction a crash left behind: its source, `.old`, is read instead.
+        self.compacted_path.unlink(missing_ok=True)
         items: dict[tuple[str, ...], dict[str, Any]] = {}
         for record in self._records():
             if "put" in record:
@@ -98,6 +124,8 @@ class Journal:
         for item in live:
             backend.put_item(self.table_name, item)
         self._compact(live)
+        # Only now: until the compacted journal replaced it, `.old` held part of the items.
+        self.old_path.unlink(missing_ok=True)
         with self._lock:
             self._file = self.path.open("a", encoding="utf-8")
         self.loaded_items = len(live)
@@ -123,16 +151,30 @@ class Journal:
                 lines.append({"put": item.to_json()["Attributes"]})
         self._append(lines)
         if self._appended > max(self.compact_min_lines, self.compact_factor * self._live):
-            self._compact_running(backend)
+            self._begin_compaction()
+
+    def wait_compacted(self, timeout: float) -> bool:
+        """Wait for a running compaction to end; whether none is running now."""
+        compactor = self._compactor
+        if compactor is not None:
+            compactor.join(timeout)
+            return not compactor.is_alive()
+        return True
 
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+            if self._child is not None and self._child.poll() is None:
+                # Its output is partial; the next load reads `.old` and the journal instead.
+                self._child.kill()
             if self._held is not None:
                 self._held.close()  # and with it the lock
                 self._held = None
+        compactor = self._compactor
+        if compactor is not None and compactor is not threading.current_thread():
+            compactor.join(timeout=10)
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -160,45 +202,141 @@ class Journal:
             self._file.flush()
             self._appended += len(records)
 
-    def _compact_running(self, backend: Any) -> None:
-        """Called under the request lock: no write changes the table meanwhile. The items are
-        written one at a time as they are encoded: a list of the whole table's JSON (tens of
-        MB in a long run) would raise the process's memory for good (CPython keeps the
-        arenas it grew)."""
-        now = time.time()
-        table_items = backend.get_table(self.table_name).all_items()
-        encoded = (item.to_json()["Attributes"] for item in table_items)
+    def _begin_compaction(self) -> None:
+        """Set the journal so far aside as `.old` and compact it in a child process; the
+        requests go on meanwhile, into a new journal."""
         with self._lock:
-            if self._file is None:
-                return  # closed: local mode is stopping
+            if self._file is None or self._compactor is not None:
+                return  # stopping, or a compaction is under way
             try:
-                self._compact(item for item in encoded if not self._expired(item, now))
+                self._file.close()
+                self.path.replace(self.old_path)
             except OSError as exc:
-                # The journal is whole, only longer: the request that got here succeeded.
                 log.warning("state file %s not compacted: %s", self.path, exc)
                 self._appended = 0
+                self._file = self.path.open("a", encoding="utf-8")
                 return
-            self._file.close()
+            self._file = self.path.open("a", encoding="utf-8")
+            self.path.chmod(0o600)
+            self._appended = 0
+            command = [
+                sys.executable,
+                "-I",  # the standard library only: no PYTHONPATH, user site or current directory
+                compact_journal.__file__,
+                str(self.old_path),
+                str(self.compacted_path),
+                "--keys",
+                *self.key_names,
+                "--now",
+                repr(time.time()),
+                "--nice",
+                str(COMPACT_NICE),
+            ]
+            if self.ttl_attribute is not None:
+                command += ["--ttl", self.ttl_attribute]
+            self._compactor = threading.Thread(
+                target=self._compact_aside,
+                args=(self.compact_command(command),),
+                name="state-compaction",
+                daemon=True,
+            )
+            self._compactor.start()
+
+    def _compact_aside(self, command: list[str]) -> None:
+        try:
+            self._settle(self._run_compactor(command))
+        finally:
+            self._compactor = None
+            self._child = None
+
+    def _run_compactor(self, command: list[str]) -> int | None:
+        """How many items the child wrote to the compacted file; None if it did not."""
+        with self._lock:
+            if self._file is None:
+                return None  # stopping
+            try:
+                self._child = subprocess.Popen(  # noqa: S603 - our own script, no shell
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            except OSError as exc:
+                log.warning("state file %s not compacted: %s", self.path, exc)
+                return None
+        child = self._child
+        try:
+            out, err = child.communicate(timeout=COMPACT_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            log.warning(
+                "state file %s not compacted: took over %d s", self.path, COMPACT_TIMEOUT_SECONDS
+            )
+            return None
+        if child.returncode != 0 or not out.strip().isdigit():
+            if self._file is not None:  # not killed by close()
+                log.warning(
+                    "state file %s not compacted: exit %s: %s",
+                    self.path,
+                    child.returncode,
+                    err.strip()[-500:],
+                )
+            return None
+        return int(out.strip())
+
+    def _settle(self, written: int | None) -> None:
+        """Under the lock: put the compacted file (or, if it failed, the segment it came
+        from) back in front of the lines written meanwhile, as the one journal."""
+        with self._lock:
+            if self._file is None:
+                return  # stopping: the next load reads `.old` and the journal
+            base = self.old_path if written is None else self.compacted_path
+            try:
+                self._file.close()
+                with (
+                    self.path.open(encoding="utf-8") as tail,
+                    base.open("a", encoding="utf-8") as out,
+                ):
+                    copied = 0
+                    for line in tail:
+                        out.write(line)
+                        copied += 1
+                    out.flush()
+                    os.fsync(out.fileno())
+                base.replace(self.path)
+                self.path.chmod(0o600)
+                if written is not None:
+                    self.old_path.unlink()
+                    self.compactions += 1
+                    self._live = written
+                self._appended = copied
+            except OSError as exc:
+                # Whatever step failed, `.old` + the journal (or the journal alone) still hold
+                # every item; the next load puts them together.
+                log.warning("state file %s not compacted: %s", self.path, exc)
             self._file = self.path.open("a", encoding="utf-8")
 
     def _records(self) -> Iterator[dict[str, Any]]:
-        try:
-            handle = self.path.open(encoding="utf-8")
-        except FileNotFoundError:
-            return
-        with handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    # A line cut short by a crash (the last one), or a damaged file.
-                    log.warning("state file %s: line %d unreadable, skipped", self.path, number)
-                    self.dropped_lines += 1
-                    continue
-                if isinstance(record, dict):
-                    yield record
+        for path in (self.old_path, self.path):
+            try:
+                handle = path.open(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            with handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        # A line cut short by a crash (the last one), or a damaged file.
+                        log.warning("state file %s: line %d unreadable, skipped", path, number)
+                        self.dropped_lines += 1
+                        continue
+                    if isinstance(record, dict):
+                        yield record
 
     def _compact(self, items: Iterable[dict[str, Any]]) -> None:
         partial = self.path.with_name(self.path.name + ".new")
@@ -216,16 +354,10 @@ class Journal:
         self._live = written
 
     def _key(self, item: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(json.dumps(item.get(name), sort_keys=True) for name in self.key_names)
+        return compact_journal.item_key(item, self.key_names)
 
     def _expired(self, item: dict[str, Any], now: float) -> bool:
-        if self.ttl_attribute is None:
-            return False
-        raw = item.get(self.ttl_attribute, {}).get("N")
-        try:
-            return raw is not None and float(raw) < now
-        except ValueError:
-            return False
+        return compact_journal.expired(item, self.ttl_attribute, now)
 
 
 def secrets_file(state: Path) -> Path:
