@@ -718,6 +718,11 @@ class LocalAws:
                     self._released_names.setdefault(machine.arn, set()).add(execution.name)
                     # One by one, in place: StartExecution appends to this list meanwhile.
                     machine.executions.remove(execution)
+                    # The execution and its worker refer to each other (through the worker's
+                    # communication object): a cycle only a full collection would free, and
+                    # local mode runs those rarely (`settle_collector`). Without the worker,
+                    # the execution, its history and its environment are freed at once.
+                    execution.exec_worker = None
                     released += 1
         sfn_utils.TMP_THREADS[:] = [t for t in sfn_utils.TMP_THREADS if t.is_alive()]
         # moto lists every model object it ever made (each DynamoDB item, and each copy a read
