@@ -5,15 +5,19 @@ released with their names kept taken, and a function's Timeout enforced without 
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
+from mxpush_local.aws import ACCOUNT, REGION
 from mxpush_local.gateway import TEMPLATE, LocalGateway
 from mxpush_local.template import load_template
 from tests.conftest import Api, synapse_body, wait_until
@@ -431,7 +435,18 @@ def test_a_released_execution_is_gone_and_its_name_stays_taken(
     wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING")
     gateway.aws.release_finished_executions(older_than=3600)
     sfn.describe_execution(executionArn=arn)  # recent: kept
-    assert gateway.aws.release_finished_executions(older_than=0) >= 1
+    backend = stepfunctions_parser_backends[ACCOUNT][REGION]
+    (execution,) = (
+        e for machine in backend.state_machines for e in machine.executions if e.name == name
+    )
+    released = weakref.ref(execution)
+    del execution
+    gc.disable()  # freed by refcounting, not by a collection (local mode runs few)
+    try:
+        assert gateway.aws.release_finished_executions(older_than=0) >= 1
+        assert released() is None
+    finally:
+        gc.enable()
     with pytest.raises(sfn.exceptions.ExecutionDoesNotExist):
         sfn.describe_execution(executionArn=arn)
     with pytest.raises(sfn.exceptions.ExecutionAlreadyExists):
