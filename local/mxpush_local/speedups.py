@@ -49,7 +49,9 @@ from moto.dynamodb.comparisons import ConditionExpressionParser
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
     DepthFirstTraverser,
+    Expression,
     Node,
+    UpdateExpressionFunction,
 )
 from moto.dynamodb.parsing.expressions import (  # type: ignore[attr-defined]
     UpdateExpressionParser,
@@ -99,6 +101,7 @@ class Memoized:
         self._replace(DynamoType, "__deepcopy__", _copy_dynamo_type)
         self._replace(Node, "__deepcopy__", _copy_node)
         self._replace(DepthFirstTraverser, "traverse", _traverse)
+        self._replace(Node, "find_clauses", _find_clauses)
 
     def undo(self) -> None:
         while self._saved:
@@ -206,18 +209,19 @@ def _copy_node(node: Any, memo: dict[int, Any]) -> Any:
 
 # Node classes (and other types met in a tree: values, None) -> whether each is a Node.
 _is_node: dict[type, bool] = {}
-# (check's class, node class) -> whether the check processes such nodes.
-_handles: dict[tuple[type, type], bool] = {}
+# (check's class, node class) -> the name of the check's method that processes such nodes
+# (the first class of its map the node is an instance of), or "" for none.
+_handlers: dict[tuple[type, type], str] = {}
+# Node classes -> whether `find_clauses` looks inside such a node.
+_has_clauses: dict[type, bool] = {}
 
 
 def _traverse(traverser: Any, root: Any) -> Any:
     """What `DepthFirstTraverser.traverse` does: children first, left to right, each after
-    `pre_processing_of_child`; a node the check handles replaced by what `process` makes of it,
-    in its parent's children."""
+    `pre_processing_of_child`; a node the check handles replaced by what its handler (the one
+    `process` would call) makes of it, in its parent's children."""
     check = type(traverser)
-    handled = traverser.nodes_to_be_processed()
     pre = traverser.pre_processing_of_child
-    process = traverser.process
 
     def visit(node: Any, child_id: int) -> Any:
         kind = type(node)
@@ -232,14 +236,42 @@ def _traverse(traverser: Any, root: Any) -> Any:
             for i, child in enumerate(children):
                 pre(node, i)
                 visit(child, i)
-        handles = _handles.get((check, kind))
-        if handles is None:
-            handles = _handles[(check, kind)] = issubclass(kind, handled)
-        if handles:
-            node = process(node)
+        handler = _handlers.get((check, kind))
+        if handler is None:
+            handler = _handlers[(check, kind)] = _handler_name(traverser, kind)
+        if handler:
+            node = getattr(traverser, handler)(node)
             node.parent = parent
             if parent:
                 parent.children[child_id] = node
         return node
 
     return visit(root, -1)
+
+
+def _handler_name(traverser: Any, kind: type) -> str:
+    for handled, handler in traverser._processing_map().items():
+        if issubclass(kind, handled):
+            # The map's values are the check's own methods (moto's every check); were one
+            # not, the original `process` would be needed: fail loudly rather than differ.
+            if getattr(handler, "__self__", None) is not traverser:
+                raise TypeError(f"{type(traverser).__name__}: handler is not its own method")
+            return str(handler.__func__.__name__)
+    return ""
+
+
+def _find_clauses(node: Any, clause_types: Any) -> list[Any]:
+    """What `Node.find_clauses` answers: the children of those types, and those of the
+    expressions and functions among the others, depth first."""
+    clauses: list[Any] = []
+    for child in node.children or ():
+        kind = type(child)
+        if kind in clause_types:
+            clauses.append(child)
+            continue
+        inside = _has_clauses.get(kind)
+        if inside is None:
+            inside = _has_clauses[kind] = issubclass(kind, (Expression, UpdateExpressionFunction))
+        if inside:
+            clauses.extend(child.find_clauses(clause_types))
+    return clauses
