@@ -48,7 +48,7 @@ from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from mxpush.model import Outcome
 from mxpush_local import resting, speedups
-from mxpush_local.dynamodb_direct import InProcessDynamoDB
+from mxpush_local.dynamodb_direct import INTERNAL_ERROR, INTERNAL_ERROR_HEADERS, InProcessDynamoDB
 from mxpush_local.state import Journal
 from mxpush_local.template import FunctionSpec, Template
 
@@ -518,7 +518,12 @@ class LocalAws:
             if refusal is not None:
                 return refusal
             with lock:
-                response = original(handler)
+                try:
+                    response = original(handler)
+                except Exception:
+                    # As the in-process path (`dynamodb_direct._run`): a moto bug answers 500.
+                    log.exception("moto failed on a DynamoDB request")
+                    return 500, dict(INTERNAL_ERROR_HEADERS), INTERNAL_ERROR
                 aws._journal_write(handler, response)
                 return response
 
@@ -722,7 +727,7 @@ class LocalAws:
                     # communication object): a cycle only a full collection would free, and
                     # local mode runs those rarely (`settle_collector`). Without the worker,
                     # the execution, its history and its environment are freed at once.
-                    execution.exec_worker = None
+                    execution.exec_worker = None  # type: ignore[attr-defined]  # the parser's
                     released += 1
         sfn_utils.TMP_THREADS[:] = [t for t in sfn_utils.TMP_THREADS if t.is_alive()]
         # moto lists every model object it ever made (each DynamoDB item, and each copy a read

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -44,6 +45,16 @@ _BINARY_TYPE = re.compile(r'"BS?"\s*:')
 _UNIQUE_ID = "mxpush-local-in-process-dynamodb"
 _TARGET_PREFIX = "DynamoDB_20120810."
 _JSON_HEADERS = {"Content-Type": "application/x-amz-json-1.0"}
+# What DynamoDB answers for a failure of its own.
+INTERNAL_ERROR_HEADERS = _JSON_HEADERS
+INTERNAL_ERROR = json.dumps(
+    {
+        "__type": "com.amazonaws.dynamodb.v20120810#InternalServerError",
+        "message": "Internal server error",
+    }
+)
+
+log = logging.getLogger("mxpush_local")
 # Operations answered in process (the ones mxpush makes on its table): moto's method for each.
 _METHODS = {
     "GetItem": "get_item",
@@ -205,6 +216,11 @@ def _run(handler: DynamoHandler, method: str) -> Answer:
     except HTTPException as error:
         status = error.code or 500
         return status, {"Content-Type": "application/x-amz-json-1.0"}, str(error.description)
+    except Exception:
+        # A moto bug (an undefined name in an UpdateExpression reaches a KeyError in its
+        # validator): what DynamoDB answers for its own failures, not a KeyError in the caller.
+        log.exception("moto failed on a DynamoDB %s request", method)
+        return 500, dict(INTERNAL_ERROR_HEADERS), INTERNAL_ERROR
     status, headers, body = handler.serialized(result)
     return int(status), dict(headers), body if isinstance(body, str) else body.decode()
 

@@ -303,6 +303,15 @@ UPDATES: list[tuple[str, str | None, dict[str, str], dict[str, Any], str]] = [
     ("SET st = :s", "attribute_not_exists(rid)", {}, {}, "ALL_NEW"),  # fails too
     ("SET gone.deeper = :s", None, {}, {}, "ALL_NEW"),  # a path that does not exist
     ("SET v = v + :s", None, {}, {}, "ALL_NEW"),  # a number plus a string
+    # Refused by the validator's checks (each a walk of the expression tree):
+    ("SET v = :one, v = :s", None, {}, {}, "NONE"),  # two actions on one path
+    ("SET m.inner = :s REMOVE m", None, {}, {}, "NONE"),  # overlapping paths
+    ("SET rid = :s", None, {}, {}, "NONE"),  # a key attribute
+    ("SET v = :nowhere", None, {}, {}, "NONE"),  # a value not given
+    # A name not given: moto fails (a KeyError in its validator), local mode answers 500.
+    ("SET #nope = :s", None, {}, {}, "NONE"),
+    ("SET status = :s", None, {}, {}, "NONE"),  # a reserved word
+    ("SET v = size(:s)", None, {}, {}, "NONE"),  # a function not allowed there
 ]
 
 
