@@ -15,7 +15,10 @@ rewrites its batch at every message), without stopping the gateway: the journal 
 again, for as long as it takes to copy the lines written meanwhile - those lines are appended
 to the compacted file, which is renamed over the journal, and `STATE.old` is deleted. Loading
 reads `STATE.old` (if a crash left it) before `STATE`, so every crash point leaves the items
-whole; the child's memory goes back to the OS when it exits.
+whole; the child's memory goes back to the OS when it exits. Compacting the file is compacting
+the table: every item the table holds came through the journal (loaded from it, or written by
+a request); the expiry pass deletes items without a line, but only those past their TTL, which
+compaction drops too.
 
 Step Functions executions and asynchronous invokes are not kept: `recovery.py` re-drives what
 they were doing from the table.
