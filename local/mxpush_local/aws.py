@@ -48,7 +48,7 @@ from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from mxpush.model import Outcome
 from mxpush_local import resting, speedups
-from mxpush_local.dynamodb_direct import INTERNAL_ERROR, INTERNAL_ERROR_HEADERS, InProcessDynamoDB
+from mxpush_local.dynamodb_direct import InProcessDynamoDB, internal_error
 from mxpush_local.state import Journal
 from mxpush_local.template import FunctionSpec, Template
 
@@ -520,10 +520,8 @@ class LocalAws:
             with lock:
                 try:
                     response = original(handler)
-                except Exception:
-                    # As the in-process path (`dynamodb_direct._run`): a moto bug answers 500.
-                    log.exception("moto failed on a DynamoDB request")
-                    return 500, dict(INTERNAL_ERROR_HEADERS), INTERNAL_ERROR
+                except Exception as error:  # noqa: BLE001 - logged by internal_error
+                    return internal_error(error)  # as on the in-process path
                 aws._journal_write(handler, response)
                 return response
 

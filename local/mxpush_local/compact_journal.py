@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ def compact(
     """Write SOURCE's live items to DESTINATION (fsynced); returns how many."""
     # Key -> the item's last line as read (not re-encoded: the bytes the gateway wrote).
     latest: dict[tuple[str, ...], str | None] = {}
-    for line, record in _records(source):
+    for line, record in records(source):
         if "put" in record and isinstance(record["put"], dict):
             item = record["put"]
             latest[item_key(item, key_names)] = None if expired(item, ttl_attribute, now) else line
@@ -52,14 +52,21 @@ def compact(
     return written
 
 
-def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def records(
+    path: Path, on_unreadable: Callable[[int], None] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each line of a journal and what it says, skipping blank lines and those that do not
+    parse (a line cut short by a crash, the last one, or a damaged file: `on_unreadable` gets
+    its number)."""
     with path.open(encoding="utf-8") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except ValueError:
+                if on_unreadable is not None:
+                    on_unreadable(number)
                 continue
             if isinstance(record, dict):
                 yield line, record

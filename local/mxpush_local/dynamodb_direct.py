@@ -46,8 +46,7 @@ _UNIQUE_ID = "mxpush-local-in-process-dynamodb"
 _TARGET_PREFIX = "DynamoDB_20120810."
 _JSON_HEADERS = {"Content-Type": "application/x-amz-json-1.0"}
 # What DynamoDB answers for a failure of its own.
-INTERNAL_ERROR_HEADERS = _JSON_HEADERS
-INTERNAL_ERROR = json.dumps(
+_INTERNAL_ERROR = json.dumps(
     {
         "__type": "com.amazonaws.dynamodb.v20120810#InternalServerError",
         "message": "Internal server error",
@@ -215,14 +214,19 @@ def _run(handler: DynamoHandler, method: str) -> Answer:
         result = ActionResult(error)
     except HTTPException as error:
         status = error.code or 500
-        return status, {"Content-Type": "application/x-amz-json-1.0"}, str(error.description)
-    except Exception:
-        # A moto bug (an undefined name in an UpdateExpression reaches a KeyError in its
-        # validator): what DynamoDB answers for its own failures, not a KeyError in the caller.
-        log.exception("moto failed on a DynamoDB %s request", method)
-        return 500, dict(INTERNAL_ERROR_HEADERS), INTERNAL_ERROR
+        return status, dict(_JSON_HEADERS), str(error.description)
+    except Exception as error:  # noqa: BLE001 - logged with its traceback by internal_error
+        return internal_error(error)
     status, headers, body = handler.serialized(result)
     return int(status), dict(headers), body if isinstance(body, str) else body.decode()
+
+
+def internal_error(error: Exception) -> Answer:
+    """moto failed (an undefined name in an UpdateExpression reaches a KeyError in its
+    validator): logged, and answered as DynamoDB answers its own failures, rather than raised
+    into the caller."""
+    log.error("moto failed on a DynamoDB request", exc_info=error)
+    return 500, dict(_JSON_HEADERS), _INTERNAL_ERROR
 
 
 @functools.cache

@@ -323,23 +323,15 @@ class Journal:
 
     def _records(self) -> Iterator[dict[str, Any]]:
         for path in (self.old_path, self.path):
-            try:
-                handle = path.open(encoding="utf-8")
-            except FileNotFoundError:
+            if not path.exists():
                 continue
-            with handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        # A line cut short by a crash (the last one), or a damaged file.
-                        log.warning("state file %s: line %d unreadable, skipped", path, number)
-                        self.dropped_lines += 1
-                        continue
-                    if isinstance(record, dict):
-                        yield record
+
+            def unreadable(number: int, path: Path = path) -> None:
+                log.warning("state file %s: line %d unreadable, skipped", path, number)
+                self.dropped_lines += 1
+
+            for _line, record in compact_journal.records(path, unreadable):
+                yield record
 
     def _compact(self, items: Iterable[dict[str, Any]]) -> None:
         partial = self.path.with_name(self.path.name + ".new")
