@@ -211,6 +211,11 @@ class Journal:
         with self._lock:
             if self._file is None or self._compactor is not None:
                 return  # stopping, or a compaction is under way
+            if self.old_path.exists():
+                # A compaction that failed to put the files back together left `.old` holding
+                # items the journal lacks: setting the journal aside now would overwrite it.
+                # The next load joins them; until then the journal only grows.
+                return
             try:
                 self._file.close()
                 self.path.replace(self.old_path)

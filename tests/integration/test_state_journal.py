@@ -265,6 +265,39 @@ def test_a_failed_compaction_puts_the_journal_back_whole(
         reloaded.close()
 
 
+def test_a_segment_left_aside_is_never_overwritten(
+    gateway: LocalGateway, table: str, tmp_path: Path
+) -> None:
+    """If joining the files failed (say, the disk was full), `.old` still holds items the
+    journal lacks: a later compaction must not set the journal aside over it."""
+    path = tmp_path / "state"
+    client = boto3.client("dynamodb", region_name=REGION)
+    running = journal(path, table)
+    running.load(now=NOW)
+    running.compact_min_lines, running.compact_factor = 3, 1
+    left = put_line("aside", 7)
+    running.old_path.write_text(left, encoding="utf-8")  # what the failed join left
+    gateway.aws.journal = running
+    try:
+        for n in range(6):
+            client.put_item(TableName=table, Item=item(f"i{n}"))
+            assert running.wait_compacted(timeout=30)
+        assert running.old_path.read_text(encoding="utf-8") == left
+        assert len(lines(path)) == 6
+    finally:
+        gateway.aws.journal = None
+        running.close()
+    for n in range(6):
+        client.delete_item(TableName=table, Key=key(f"i{n}"))
+    reloaded = journal(path, table)
+    try:
+        assert reloaded.load(now=NOW) == 7
+        assert scan(table)["aside"]["n"] == {"N": "7"}
+        assert not reloaded.old_path.exists()
+    finally:
+        reloaded.close()
+
+
 def put_line(rid: str, n: int) -> str:
     return json.dumps({"put": item(rid, n={"N": str(n)})}) + "\n"
 
