@@ -49,14 +49,26 @@ def email_channel(address: str, after: int) -> dict[str, object]:
 def test_a_read_before_the_escalation_sends_no_email(
     api: Api, gotify: FakeGotify, smtp: FakeSmtp, address: str
 ) -> None:
-    pushkey = register_channels(api, [gotify_channel(gotify), email_channel(address, 3)])
+    # The escalation is due `after` seconds after the Gotify push. It is long enough that a
+    # loaded CI machine still answers the read notify well within it (3 s was not: a stalled
+    # test process once sent the read after the email had gone).
+    after = 8
+    pushkey = register_channels(api, [gotify_channel(gotify), email_channel(address, after)])
     api.notify(synapse_body(DM, pushkey))
     gotify.wait_for(1, timeout=10)
+    pushed = time.monotonic()
     api.notify(synapse_body(READ_ALL, pushkey))
-    time.sleep(4.5)
+    assert time.monotonic() - pushed < after - 2, "the read notify came too late to test"
+
+    def email_cancelled() -> list[dict[str, Any]]:
+        entries = api.deliveries(pushkey)
+        return [e for e in entries if channel_outcomes(e)[-1] == (1, "email", "cancelled")]
+
+    [entry] = wait_until(email_cancelled, timeout=after + 10)
+    time.sleep(max(0.0, pushed + after + 1.5 - time.monotonic()))  # past the escalation's due time
     assert smtp.to(address) == []
-    [entry] = api.deliveries(pushkey)
     assert channel_outcomes(entry) == [(0, "gotify", "delivered"), (1, "email", "cancelled")]
+    assert len(api.deliveries(pushkey)) == 1
 
 
 def test_an_unread_push_escalates_to_one_digest_email_and_unsubscribing_keeps_gotify(
