@@ -210,17 +210,23 @@ def test_fan_out_reports_each_channel_when_one_fails(
 def test_a_read_before_the_escalation_time_sends_nothing_more(
     api: Api, gotify: FakeGotify, ntfy: FakeNtfy
 ) -> None:
-    pushkey = register_channels(api, [gotify_channel(gotify), ntfy_channel(ntfy, after_seconds=3)])
+    # Long enough that a loaded CI machine still reads well within it (see the email test).
+    after = 8
+    pushkey = register_channels(
+        api, [gotify_channel(gotify), ntfy_channel(ntfy, after_seconds=after)]
+    )
     api.notify(synapse_body(DM, pushkey))
     gotify.wait_for(1, timeout=10)
+    pushed = time.monotonic()
     # Logged delivered at once; the escalation shows as waiting.
     [entry] = wait_for_outcome(api, pushkey, "delivered")
     assert channel_outcomes(entry) == [(0, "gotify", "delivered"), (1, "ntfy", "waiting")]
 
     assert api.notify(synapse_body(READ_ALL, pushkey)).body == {"rejected": []}
+    assert time.monotonic() - pushed < after - 2, "the read notify came too late to test"
     [entry] = api.deliveries(pushkey)
     assert channel_outcomes(entry) == [(0, "gotify", "delivered"), (1, "ntfy", "cancelled")]
-    time.sleep(4.5)  # past the escalation's slot
+    time.sleep(max(0.0, pushed + after + 1.5 - time.monotonic()))  # past the escalation's slot
     assert ntfy.requests == []
     assert len(gotify.requests) == 1
 
