@@ -53,7 +53,6 @@ from mxpush_local.__main__ import settle_collector  # noqa: E402
 from mxpush_local.gateway import LocalGateway, LocalSettings  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 - local mode's, for this run
-APP_TOKEN = "AppToken.Valid1"  # noqa: S105 - the fake Gotify's
 SAMPLE_SECONDS = 5.0
 
 
@@ -61,13 +60,19 @@ class FaultyGotify(FakeGotify):
     """Gotify that answers 503 to a share of pushes and is slow on another share: the retry
     state machine and the async-invoke retries run too. Forgets what it received (memory)."""
 
-    def __init__(self, *, fail_share: float, slow_share: float, seed: int) -> None:
-        super().__init__()
+    def __init__(self, *, fail_share: float, slow_share: float, seed: int, pushkeys: int) -> None:
+        # One application token per pushkey: a push says whose it is.
+        super().__init__(app_tokens=tuple(app_token(k) for k in range(pushkeys)))
         self.fail_share = fail_share
         self.slow_share = slow_share
         self._random = random.Random(seed)  # noqa: S311 - faults, not secrets
         self.delivered = 0
         self.failed = 0
+        # When each pushkey's latest notify was sent, and how long after it (less the delay)
+        # each delivered push arrived: how far delivery lags.
+        self.notified_at: dict[str, float] = {}
+        self.lags: list[float] = []
+        self.delay = 0.0
 
     def _record(self, request: Received) -> Reply:
         roll = self._random.random()
@@ -78,6 +83,9 @@ class FaultyGotify(FakeGotify):
         self.messages.clear()
         if reply.status == 200:
             self.delivered += 1
+            sent = self.notified_at.get(request.headers.get("x-gotify-key", ""))
+            if sent is not None:
+                self.lags.append(time.monotonic() - sent - self.delay)
         if roll < self.fail_share + self.slow_share:
             reply.delay = 1.0
         return reply
@@ -179,12 +187,16 @@ def post(url: str, body: dict[str, Any], token: str | None = None) -> tuple[int,
         return error.code, error.read()
 
 
-def register(base: str, gotify: FaultyGotify, delay: int) -> str:
+def app_token(pushkey_number: int) -> str:
+    return f"AppToken.Bench{pushkey_number}"
+
+
+def register(base: str, gotify: FaultyGotify, delay: int, number: int) -> str:
     status, answer = post(
         base + "/api/v1/pushkeys",
         {
             "backend": "gotify",
-            "target": {"url": gotify.base_url, "token": APP_TOKEN},
+            "target": {"url": gotify.base_url, "token": app_token(number)},
             "delay_seconds": delay,
         },
         ADMIN_TOKEN,
@@ -247,7 +259,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
-    gotify = FaultyGotify(fail_share=args.fail_share, slow_share=args.slow_share, seed=7)
+    gotify = FaultyGotify(
+        fail_share=args.fail_share, slow_share=args.slow_share, seed=7, pushkeys=args.pushkeys
+    )
+    gotify.delay = args.delay
     gotify.start()
     state_dir = tempfile.TemporaryDirectory(prefix="mxpush-bench-")
     gateway: LocalGateway | GatewayProcess
@@ -264,7 +279,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     fixture = synapse_body("message_group_3_members.1.full")
     say(f"pid {os.getpid() if args.in_process else pid}, gateway {base}")
     try:
-        pushkeys = [register(base, gotify, args.delay) for _ in range(args.pushkeys)]
+        pushkeys = [register(base, gotify, args.delay, k) for k in range(args.pushkeys)]
         run = Run()
         stop = threading.Event()
         t0 = time.monotonic()
@@ -293,6 +308,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             for device in body["notification"]["devices"]:
                 device["pushkey"] = pushkey
             body["notification"]["counts"] = {"unread": 1 + i // len(pushkeys)}
+            gotify.notified_at[app_token(i % len(pushkeys))] = time.monotonic()
             clients.submit(notify, run, base, body)
             run.sent = i + 1
             i += 1
@@ -309,6 +325,13 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             f"fake Gotify: {gotify.delivered} delivered, {gotify.failed} answered 503 "
             f"(of {run.sent} notifications; coalescing makes delivered < sent)"
         )
+        if gotify.lags:
+            lags = gotify.lags
+            say(
+                f"push lag after the {args.delay} s delay (slots are whole seconds; 503s retry): "
+                f"p50 {statistics.median(lags):.2f} s, p95 {percentile(lags, 0.95):.2f} s, "
+                f"max {max(lags):.2f} s"
+            )
     finally:
         gateway.stop()
         gotify.stop()

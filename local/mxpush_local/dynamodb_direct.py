@@ -37,6 +37,7 @@ from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.exceptions import HTTPException
 
 from mxpush_local.fast_query import answer_query
+from mxpush_local.priority import requests_first
 
 _EVENT = "before-call.dynamodb"
 # A binary value in a request or response body: a `"B"` or `"BS"` key (inside a string those
@@ -123,6 +124,7 @@ class InProcessDynamoDB:
             type(self)._active = None
 
     def answer(self, model: Any, params: dict[str, Any]) -> tuple[AWSResponse, dict[str, Any]]:
+        requests_first.background_turn()
         operation = model.name
         raw_body = params.get("body") or b"{}"
         handler = DynamoHandler()

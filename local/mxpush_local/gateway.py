@@ -26,6 +26,7 @@ from mxpush_local.cors import CorsPolicy
 from mxpush_local.http_server import METHODS, HttpServer
 from mxpush_local.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mxpush_local.metrics import LocalMetrics
+from mxpush_local.priority import requests_first
 from mxpush_local.recovery import Recovery, recover
 from mxpush_local.state import MEMORY, Journal, read_secrets, secrets_file, write_secrets
 from mxpush_local.template import Route, Template, load_template
@@ -257,7 +258,13 @@ class LocalGateway:
         self, method: str, raw_url: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         """One request through the CORS configuration, the route table and a handler, as
-        API Gateway would."""
+        API Gateway would. Background work steps aside meanwhile (`priority.py`)."""
+        with requests_first.request():
+            return self._handle_request(method, raw_url, headers, body)
+
+    def _handle_request(
+        self, method: str, raw_url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         if self.cors is None:
             return self._route(method, raw_url, headers, body)
         lowered = {k.lower(): v for k, v in headers.items()}

@@ -6,6 +6,7 @@ released with their names kept taken, and a function's Timeout enforced without 
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import uuid
 import weakref
@@ -561,3 +562,43 @@ def test_memoized_parsing_fails_and_succeeds_as_before(
                 ExpressionAttributeValues={":n": {"N": "1"}},
             )
         assert caught.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_background_work_steps_aside_while_a_request_is_answered(
+    api: Api, gotify: FakeGotify, gateway: LocalGateway, dynamodb: Any
+) -> None:
+    """A DynamoDB call from a thread that answers no request (a sender's, say) waits while a
+    notify is being answered; the notify's own calls do not."""
+    pushkey = api.register(gotify, delay=600)
+    in_handler = threading.Event()
+    go_on = threading.Event()
+
+    def hold(_event: dict[str, Any]) -> None:
+        in_handler.set()
+        go_on.wait(10)
+
+    key = {"rid": {"S": f"test-priority-{uuid.uuid4().hex}"}, "sk": {"S": "a"}}
+    background_done = threading.Event()
+
+    def background_call() -> None:
+        dynamodb.get_item(TableName=gateway.aws.table_name, Key=key)
+        background_done.set()
+
+    gateway.aws.functions.before_invoke["NotifyFunction"] = hold
+    answers: list[Any] = []
+    try:
+        notifying = threading.Thread(
+            target=lambda: answers.append(api.notify(synapse_body(DM, pushkey)))
+        )
+        notifying.start()
+        assert in_handler.wait(10)
+        threading.Thread(target=background_call, daemon=True).start()
+        assert not background_done.wait(0.15)  # held while the notify is in flight
+        go_on.set()
+        notifying.join(10)
+        assert background_done.wait(5)
+    finally:
+        go_on.set()
+        gateway.aws.functions.before_invoke.pop("NotifyFunction")
+    assert answers[0].status == 200
+    assert answers[0].body == {"rejected": []}

@@ -1,0 +1,101 @@
+"""Local mode's requests-first gate (`mxpush_local/priority.py`): background work waits while a
+request is answered, never longer than its pause, and a request's own work never waits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from mxpush_local.priority import RequestsFirst
+
+
+def _in_background(call: Callable[[], None]) -> tuple[threading.Thread, threading.Event]:
+    done = threading.Event()
+
+    def run() -> None:
+        call()
+        done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, done
+
+
+def test_background_work_waits_until_the_request_in_flight_is_answered() -> None:
+    gate = RequestsFirst(max_pause=30)
+    answering = threading.Event()
+    answered = threading.Event()
+
+    def request() -> None:
+        with gate.request():
+            answering.set()
+            answered.wait(10)
+
+    _in_background(request)
+    assert answering.wait(5)
+    thread, done = _in_background(gate.background_turn)
+    assert not done.wait(0.3)  # held while the request is in flight
+    answered.set()
+    assert done.wait(5)  # and let go as it ends
+    thread.join(5)
+    assert gate.pauses == 1
+
+
+def test_background_work_waits_no_longer_than_its_pause() -> None:
+    gate = RequestsFirst(max_pause=0.2)
+    release = threading.Event()
+
+    def endless_request() -> None:
+        with gate.request():
+            release.wait(10)
+
+    _in_background(endless_request)
+    wait_until_in_flight(gate)
+    started = time.monotonic()
+    gate.background_turn()
+    waited = time.monotonic() - started
+    release.set()
+    assert 0.15 <= waited < 5
+
+
+def test_without_requests_and_on_a_request_thread_nothing_waits() -> None:
+    gate = RequestsFirst(max_pause=30)
+    gate.background_turn()
+    assert gate.pauses == 0
+
+    other_answering = threading.Event()
+    release = threading.Event()
+
+    def other_request() -> None:
+        with gate.request():
+            other_answering.set()
+            release.wait(10)
+
+    _in_background(other_request)
+    assert other_answering.wait(5)
+    with gate.request():
+        # Another request is in flight, but this thread answers one: its calls go on.
+        _, done = _in_background(lambda: None)
+        gate.background_turn()
+    release.set()
+    assert done.wait(5)
+    assert gate.pauses == 0
+
+
+def test_a_failed_request_still_lets_background_work_go_on() -> None:
+    gate = RequestsFirst(max_pause=30)
+    with pytest.raises(RuntimeError), gate.request():
+        raise RuntimeError("handler failed")
+    _, done = _in_background(gate.background_turn)
+    assert done.wait(2)
+    assert gate.pauses == 0
+
+
+def wait_until_in_flight(gate: RequestsFirst) -> None:
+    deadline = time.monotonic() + 5
+    while not gate.in_flight:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
