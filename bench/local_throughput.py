@@ -407,6 +407,12 @@ def report(  # noqa: PLR0917
             f"({warm[-1].rss_mb - warm[0].rss_mb:+.1f} MB); "
             f"threads: max {max(s.threads for s in run.samples)}"
         )
+        # The table keeps what each notification leaves (TTL: days), so RSS keeps growing;
+        # its rate over the second half, past the early growth of what is kept for minutes.
+        half = [s for s in warm if s.at >= warm[0].at + (warm[-1].at - warm[0].at) / 2]
+        if len(half) >= 2 and half[-1].sent > half[0].sent:
+            per_notification = (half[-1].rss_mb - half[0].rss_mb) / (half[-1].sent - half[0].sent)
+            say(f"RSS growth over the second half: {per_notification * 1000:.2f} MB per 1,000 sent")
     say(f"load average: {os.getloadavg()[0]:.2f} (2 cores shared)")
     del gotify
 
