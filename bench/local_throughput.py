@@ -60,7 +60,9 @@ class FaultyGotify(FakeGotify):
     """Gotify that answers 503 to a share of pushes and is slow on another share: the retry
     state machine and the async-invoke retries run too. Forgets what it received (memory)."""
 
-    def __init__(self, *, fail_share: float, slow_share: float, seed: int, pushkeys: int) -> None:
+    def __init__(
+        self, *, fail_share: float, slow_share: float, seed: int, pushkeys: int, delay: float
+    ) -> None:
         # One application token per pushkey: a push says whose it is.
         super().__init__(app_tokens=tuple(app_token(k) for k in range(pushkeys)))
         self.fail_share = fail_share
@@ -68,11 +70,12 @@ class FaultyGotify(FakeGotify):
         self._random = random.Random(seed)  # noqa: S311 - faults, not secrets
         self.delivered = 0
         self.failed = 0
-        # When each pushkey's latest notify was sent, and how long after it (less the delay)
-        # each delivered push arrived: how far delivery lags.
+        # When each pushkey's oldest notify not yet pushed was sent (a batch's first event
+        # starts its delay), and how long after it (less the delay) each delivered push
+        # arrived: how far delivery lags.
         self.notified_at: dict[str, float] = {}
         self.lags: list[float] = []
-        self.delay = 0.0
+        self.delay = delay
 
     def _record(self, request: Received) -> Reply:
         roll = self._random.random()
@@ -83,7 +86,7 @@ class FaultyGotify(FakeGotify):
         self.messages.clear()
         if reply.status == 200:
             self.delivered += 1
-            sent = self.notified_at.get(request.headers.get("x-gotify-key", ""))
+            sent = self.notified_at.pop(request.headers.get("x-gotify-key", ""), None)
             if sent is not None:
                 self.lags.append(time.monotonic() - sent - self.delay)
         if roll < self.fail_share + self.slow_share:
@@ -260,9 +263,12 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     logging.basicConfig(level=logging.ERROR)
 
     gotify = FaultyGotify(
-        fail_share=args.fail_share, slow_share=args.slow_share, seed=7, pushkeys=args.pushkeys
+        fail_share=args.fail_share,
+        slow_share=args.slow_share,
+        seed=7,
+        pushkeys=args.pushkeys,
+        delay=args.delay,
     )
-    gotify.delay = args.delay
     gotify.start()
     state_dir = tempfile.TemporaryDirectory(prefix="mxpush-bench-")
     gateway: LocalGateway | GatewayProcess
@@ -308,7 +314,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             for device in body["notification"]["devices"]:
                 device["pushkey"] = pushkey
             body["notification"]["counts"] = {"unread": 1 + i // len(pushkeys)}
-            gotify.notified_at[app_token(i % len(pushkeys))] = time.monotonic()
+            gotify.notified_at.setdefault(app_token(i % len(pushkeys)), time.monotonic())
             clients.submit(notify, run, base, body)
             run.sent = i + 1
             i += 1

@@ -568,7 +568,7 @@ def test_background_work_steps_aside_while_a_request_is_answered(
     api: Api, gotify: FakeGotify, gateway: LocalGateway, dynamodb: Any
 ) -> None:
     """A DynamoDB call from a thread that answers no request (a sender's, say) waits while a
-    notify is being answered; the notify's own calls do not."""
+    notify is being answered, and goes on once it is answered."""
     pushkey = api.register(gotify, delay=600)
     in_handler = threading.Event()
     go_on = threading.Event()
