@@ -60,6 +60,9 @@ class RecordingServer:
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.queued: list[Reply] = []
+        # Set: answers go out; cleared by `hold`, requests are recorded and their answers wait.
+        self._answering = threading.Event()
+        self._answering.set()
         self._lock = threading.Condition()
         self._server = _QuietHttpServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -78,6 +81,7 @@ class RecordingServer:
         return self
 
     def stop(self) -> None:
+        self._answering.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -87,6 +91,15 @@ class RecordingServer:
         with self._lock:
             self.requests.clear()
             self.queued.clear()
+        self._answering.set()
+
+    def hold(self) -> None:
+        """Record requests but answer none until `release`: a push in flight, for as long as a
+        test needs."""
+        self._answering.clear()
+
+    def release(self) -> None:
+        self._answering.set()
 
     def queue(self, *replies: Reply) -> None:
         with self._lock:
@@ -137,6 +150,7 @@ class RecordingServer:
                     body=body,
                 )
                 reply = server._record(request)
+                server._answering.wait(timeout=60)
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.drop:

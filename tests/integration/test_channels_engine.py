@@ -246,3 +246,77 @@ def test_rejecting_a_backend_rejects_only_its_channels(store: DynamoStore) -> No
     assert store.reject_backend_channels(single.rid, "gotify", reason="x", now=time.time())
     stored = store.get_registration(single.rid)
     assert stored is not None and stored.status is Status.REJECTED
+
+
+def claimed_batch(store: DynamoStore, registration: Registration, unread: int) -> Claimed:
+    event = EventSummary(
+        event_id=f"$e-{uuid.uuid4().hex[:8]}", room_id="!r:localhost", unread=unread
+    )
+    opened = store.accept_event(
+        registration.rid, event, now=time.time(), immediate=True, default_delay=0
+    )
+    assert isinstance(opened, Opened)
+    claim = store.claim_batch(registration.rid, opened.batch.sk, now=time.time(), backend="gotify")
+    assert isinstance(claim, Claimed)
+    return claim
+
+
+def test_a_read_keeps_the_lowest_unread_count_on_a_batch_being_sent(store: DynamoStore) -> None:
+    registration = register(store, Channel("ntfy", NTFY, after_seconds=60))
+    claim = claimed_batch(store, registration, unread=3)
+    rid, sk = registration.rid, claim.batch.sk
+
+    def mark() -> int | None:
+        batch = store._get_batch(rid, sk)
+        assert batch is not None and batch.st == OpenState.SENDING
+        return batch.rd
+
+    store.cancel_pending(rid, unread=3, now=time.time())
+    assert mark() is None  # as many unread as when it was queued: not a read of it
+    store.cancel_pending(rid, unread=1, now=time.time())
+    assert mark() == 1
+    store.cancel_pending(rid, unread=2, now=time.time())
+    assert mark() == 1
+    store.cancel_pending(rid, unread=0, now=time.time())
+    assert mark() == 0
+
+
+def test_a_read_that_races_the_move_to_the_escalation_still_ends_it(
+    store: DynamoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read sees the batch `sending`; before its mark is written the sender moves the batch
+    to its escalation (`waiting`). The mark's condition fails, the read looks again and ends the
+    escalation as it ends any waiting one."""
+    registration = register(store, Channel("ntfy", NTFY, after_seconds=60))
+    claim = claimed_batch(store, registration, unread=1)
+    mark_read = store._mark_read
+    slots = Slots()
+
+    def sender_first(batch: Any, unread: int) -> bool:
+        conclude(
+            store, claim, Attempt(Outcome.DELIVERED), backend="gotify", clock=time.time, slots=slots
+        )
+        monkeypatch.setattr(store, "_mark_read", mark_read)
+        return mark_read(batch, unread)
+
+    monkeypatch.setattr(store, "_mark_read", sender_first)
+    result = store.cancel_pending(registration.rid, unread=0, now=time.time())
+
+    assert [b.sk for b in result.escalations] == [claim.batch.sk]  # type: ignore[union-attr]
+    ended = store._get_batch(registration.rid, claim.batch.sk)
+    assert ended is not None and ended.st == Outcome.DELIVERED.value
+    assert ended.channel_state(1)["st"] == Outcome.CANCELLED.value
+
+
+def test_a_fan_out_being_sent_is_not_marked(store: DynamoStore) -> None:
+    """Its channels are claimed one by one, each its own state: the read mark is for a batch
+    one sender holds."""
+    registration = register(store, Channel("ntfy", NTFY), mode=Mode.ALL)
+    batch = open_batch(store, registration)
+    claim = store.claim_batch(
+        registration.rid, batch.sk, now=time.time(), channel=0, backend="gotify"
+    )
+    assert isinstance(claim, Claimed)
+    store.cancel_pending(registration.rid, unread=0, now=time.time())
+    fan_out = store._get_batch(registration.rid, batch.sk)
+    assert fan_out is not None and fan_out.st == OpenState.SENDING and fan_out.rd is None

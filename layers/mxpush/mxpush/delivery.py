@@ -57,6 +57,7 @@ from mxpush.store.models import (
     on_channel_ref,
     parse_channel_ref,
     parse_on_channel_ref,
+    read_reason,
 )
 from mxpush.store.notify_side import SlotState
 
@@ -366,6 +367,8 @@ def _first_attempt(
     if not isinstance(claim, Claimed):
         log.info("batch not sent", extra={"pushkey": log_ref(rid), "reason": claim.reason})
         return "skipped"
+    if _read_while_held(store, claim, now=started):
+        return Outcome.CANCELLED.value
     if not claim.batch.immediate:
         metrics.lateness(backend.name, started - claim.batch.due)
     attempt = _given_up(claim, push(claim, backend, http, store=store, now=started), started)
@@ -417,6 +420,8 @@ def send_retry(
     )
     if not isinstance(claim, Claimed):
         return {"outcome": "skipped", "reason": claim.reason}
+    if _read_while_held(store, claim, now=started):
+        return {"outcome": Outcome.CANCELLED.value}
     attempt = _given_up(claim, push(claim, backend, http, store=store, now=started), started)
     if attempt.outcome is not None:
         _count(backend.name, claim.batch, attempt.outcome, answered=clock())
@@ -427,6 +432,58 @@ def send_retry(
         rid, sk, token=claim.token, reason=attempt.reason or "temporary failure", channel=channel
     )
     raise attempt.error or TransientDeliveryError("temporary failure")
+
+
+def _read_while_held(store: RecordStore, claim: Claimed, *, now: float) -> bool:
+    """A read came while the batch was in a sender's hands (a retry's backoff, a sender that
+    died mid-push): end it instead of pushing it again. True if so (the claim is spent)."""
+    batch = claim.batch
+    if claim.channel is not None or batch.is_retract or not batch.read_since_queued:
+        return False
+    multi = claim.registration.multi_channel and batch.chs is not None
+    _end_for_read(
+        store,
+        batch,
+        channel=batch.ch if multi else None,
+        backend=batch.backend,
+        token=claim.token,
+        now=now,
+    )
+    log.info(
+        "batch not sent",
+        extra={"pushkey": log_ref(batch.rid), "reason": "read while it was being sent"},
+    )
+    return True
+
+
+def _end_for_read(
+    store: RecordStore,
+    batch: BatchItem,
+    *,
+    channel: int | None,
+    backend: str,
+    token: str | None,
+    now: float,
+) -> None:
+    """End a batch a read covers (`read_since_queued`) where a sender would push it next:
+    `delivered` if a channel delivered it already (the rest of its chain `cancelled`), else
+    `cancelled`. `channel`: the chain's channel it is on (None: a one-channel registration)."""
+    assert batch.rd is not None  # noqa: S101 - only batches a read covers get here
+    reason = read_reason(batch.rd)
+    delivered = batch.dat is not None
+    store.finish_batch(
+        batch.rid,
+        batch.sk,
+        token=token,
+        outcome=Outcome.DELIVERED if delivered else Outcome.CANCELLED,
+        reason=None if delivered else reason,
+        now=now,
+        channel=channel,
+        record=None
+        if channel is None
+        else {"st": Outcome.CANCELLED.value, "b": backend, "r": reason, "at": now},
+        reject=False,
+    )
 
 
 def _given_up(claim: Claimed, attempt: Attempt, now: float) -> Attempt:
@@ -535,6 +592,10 @@ def conclude(
         ref=attempt.ref,
     )
     if moved is None:
+        return
+    if moved.read_since_queued:
+        # A read came while this channel was pushing: the next channel has nothing to do.
+        _end_for_read(store, moved, channel=following, backend=channel.backend, token=None, now=now)
         return
     log.info(
         "escalation scheduled" if waiting else "falling back",

@@ -258,6 +258,10 @@ class BatchItem:
     fan: dict[str, str] | None = None
     dat: float | None = None
     cht: float | None = None
+    # A read that came while the batch was being sent (`sending`, `retrying`): the unread count
+    # it reported (the lowest, if several). Honoured by the next claim or channel move
+    # (`read_since_queued`), since a read cannot cancel a batch a sender holds.
+    rd: int | None = None
 
     @property
     def fan_out(self) -> bool:
@@ -288,6 +292,11 @@ class BatchItem:
     @property
     def pending(self) -> bool:
         return self.st in PENDING_STATES
+
+    @property
+    def read_since_queued(self) -> bool:
+        """Whether a read recorded while the batch was in a sender's hands covers it."""
+        return self.rd is not None and covered_by_read(self.unread, self.rd)
 
     @property
     def is_retract(self) -> bool:
@@ -334,7 +343,21 @@ class BatchItem:
             fan=None if not item.get("fan") else {str(k): str(v) for k, v in item["fan"].items()},
             dat=None if item.get("dat") is None else float(item["dat"]),
             cht=None if item.get("cht") is None else float(item["cht"]),
+            rd=None if item.get("rd") is None else int(item["rd"]),
         )
+
+
+def covered_by_read(queued_unread: int, unread: int) -> bool:
+    """A read reporting `unread` unread rooms covers a batch queued with `queued_unread`: none
+    left, or fewer than when it was queued (the user read what it was about)."""
+    return unread == 0 or queued_unread > unread
+
+
+def read_reason(unread: int) -> str:
+    """What the delivery log says of a push a read made unnecessary."""
+    if unread == 0:
+        return "read on another device (no unread rooms left)"
+    return f"read on another device (unread rooms down to {unread})"
 
 
 def ref_to_item(ref: EventRef) -> list[Any]:

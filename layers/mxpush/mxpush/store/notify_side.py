@@ -46,8 +46,10 @@ from mxpush.store.models import (
     RegistrationItem,
     batch_sk,
     channel_ref,
+    covered_by_read,
     due_key,
     item_size,
+    read_reason,
     ref_to_item,
     slot_partition,
 )
@@ -194,16 +196,15 @@ class NotifySide(StoreBase):
         """A badge-only update says the user read messages: cancel the open batch if the unread
         count is 0 or below the one it was queued with (one conditional write); end, by the same
         rule, every escalation still waiting (one write each: the batch stays `delivered`, its
-        escalation channel `cancelled`); and if nothing is unread and a push was delivered since
-        the last retraction, open a retract item (one small write) for the sender to take it
-        back. At most two writes (and one per waiting escalation), none when there is nothing to
-        cancel or retract. The retract item is one write unit; the cancel costs what the batch
-        weighs (one unit under 1 KB, two for the largest bursts)."""
-        reason = (
-            "read on another device (no unread rooms left)"
-            if unread == 0
-            else f"read on another device (unread rooms down to {unread})"
-        )
+        escalation channel `cancelled`); mark, by the same rule, a batch a sender holds
+        (`sending`, `retrying`: one small write each, rare) so that neither its retry nor its
+        fallback or escalation channel pushes it (`BatchItem.read_since_queued`); and if nothing
+        is unread and a push was delivered since the last retraction, open a retract item (one
+        small write) for the sender to take it back. At most two writes (and one per waiting
+        escalation or held batch), none when there is nothing to cancel or retract. The retract
+        item is one write unit; the cancel costs what the batch weighs (one unit under 1 KB, two
+        for the largest bursts)."""
+        reason = read_reason(unread)
         retract: BatchItem | None = None
         escalations: list[BatchItem] = []
         for _ in range(_ATTEMPTS):
@@ -220,14 +221,17 @@ class NotifySide(StoreBase):
             for waiting in view.batches:
                 if (
                     waiting.st == OpenState.WAITING
-                    and (unread == 0 or waiting.unread > unread)
+                    and covered_by_read(waiting.unread, unread)
                     and all(w.sk != waiting.sk for w in escalations)
                 ):
                     ended = self._end_escalation(waiting, reason, now)
                     if ended is not None:
                         escalations.append(ended)
+            held = [b for b in view.batches if _read_mark_needed(b, unread)]
+            if not all(self._mark_read(b, unread) for b in held):
+                continue  # one left its sender's hands meanwhile (or was marked): look again
             batch = view.open_batch
-            if batch is None or (unread > 0 and batch.unread <= unread):
+            if batch is None or not covered_by_read(batch.unread, unread):
                 return NothingPending(retract, tuple(escalations))
             try:
                 self._call(
@@ -250,6 +254,28 @@ class NotifySide(StoreBase):
             cancelled = replace(batch, st=Outcome.CANCELLED.value, at=now, v=batch.v + 1)
             return Cancelled(cancelled, retract, tuple(escalations))
         raise StoreUnavailable("could not cancel: too much contention")
+
+    def _mark_read(self, batch: BatchItem, unread: int) -> bool:
+        """Record a read on a batch a sender holds (`rd`, the unread count). False if it is no
+        longer held, or a read that covers as much was recorded first."""
+        try:
+            self._call(
+                "UpdateItem",
+                Key=_key(batch.rid, batch.sk),
+                UpdateExpression="SET rd = :rd, v = v + :one",
+                ConditionExpression=(
+                    "st IN (:sending, :retrying) AND (attribute_not_exists(rd) OR rd > :rd)"
+                ),
+                ExpressionAttributeValues={
+                    ":rd": {"N": str(unread)},
+                    ":one": {"N": "1"},
+                    ":sending": {"S": OpenState.SENDING},
+                    ":retrying": {"S": OpenState.RETRYING},
+                },
+            )
+        except ConditionFailed:
+            return False
+        return True
 
     def _end_escalation(self, batch: BatchItem, reason: str, now: float) -> BatchItem | None:
         """A read before an escalation's time: the batch ends `delivered` (by the channel that
@@ -552,6 +578,18 @@ def due_entries_of(batch: BatchItem) -> list[DueEntry]:
             for index, backend in batch.fan.items()
         ]
     return [DueEntry(batch.rid, batch.sk, batch.backend, batch.due)]
+
+
+def _read_mark_needed(batch: BatchItem, unread: int) -> bool:
+    """A push batch a sender holds that a read reporting `unread` covers, and that no read
+    covering as much marked yet. (A fan-out's channels are claimed one by one: not marked.)"""
+    return (
+        batch.st in (OpenState.SENDING, OpenState.RETRYING)
+        and not batch.is_retract
+        and not batch.fan_out
+        and covered_by_read(batch.unread, unread)
+        and (batch.rd is None or batch.rd > unread)
+    )
 
 
 def retract_channels(registration: Registration, batches: tuple[BatchItem, ...]) -> dict[str, str]:
