@@ -57,10 +57,8 @@ def test_a_read_before_the_escalation_sends_no_email(
     api.notify(synapse_body(DM, pushkey))
     gotify.wait_for(1, timeout=10)
     pushed = time.monotonic()
-    # The sender records the Gotify push and schedules the escalation in one write. A read
-    # before that write, while the push is in flight, does not reach the escalation
-    # (`cancel_pending` ends open batches and waiting escalations, not one being sent: a gap
-    # in the engine, not what this test is about), so the read waits for it.
+    # The sender records the Gotify push and schedules the escalation in one write; the read
+    # comes after it (a read while the push is in flight: test_read_in_flight.py).
     [entry] = wait_for_outcome(api, pushkey, "delivered")
     assert channel_outcomes(entry) == [(0, "gotify", "delivered"), (1, "email", "waiting")]
     api.notify(synapse_body(READ_ALL, pushkey))
