@@ -47,7 +47,7 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from mxpush.model import Outcome
-from mxpush_local import resting, speedups
+from mxpush_local import cold, resting, speedups
 from mxpush_local.dynamodb_direct import InProcessDynamoDB, internal_error
 from mxpush_local.state import Journal
 from mxpush_local.template import FunctionSpec, Template
@@ -458,6 +458,10 @@ class LocalAws:
         ttl = props.get("TimeToLiveSpecification")
         if ttl:
             client.update_time_to_live(TableName=self.table_name, TimeToLiveSpecification=ttl)
+        table = _moto_table(self.table_name)
+        if table.range_key_attr and self.resting is not None:
+            # Partitions that can keep idle items cold (`cold.py`).
+            table.items.default_factory = cold.Partition
 
     def _create_state_machines(self) -> None:
         client = boto3.client("stepfunctions", region_name=REGION)
@@ -625,7 +629,7 @@ class LocalAws:
             if key is None:
                 names = getattr(partition_only, "index_keys", None)
                 if names:
-                    return [i for i in original_all_items(table) if resting.may_have(i, names)]
+                    return _index_candidates(table, names)
                 return original_all_items(table)
             partition = table.items.get(key)
             if partition is None:
@@ -745,15 +749,27 @@ class LocalAws:
             partition = table.items.get(key)
             if partition is None:
                 continue
-            items: list[Any] = list(partition.values()) if table.range_key_attr else [partition]
+            items: list[Any]
+            if isinstance(partition, cold.Partition):
+                # Cold items are read only once the earliest of their TTLs has passed.
+                touched = partition.touched  # the pass's own reads are not a reader's
+                at = partition.cold_expiry
+                if at is not None and at < now:
+                    partition.thaw()
+                items = partition.warm_values()
+            else:
+                items = list(partition.values()) if table.range_key_attr else [partition]
             for item in items:
                 if _expired(item, attribute, now):
                     table.delete_item(item.hash_key, item.range_key)
                     expired += 1
+            if isinstance(partition, cold.Partition):
+                partition.touched = touched  # nor are its deletions
             if table.range_key_attr and not partition:
                 del table.items[key]
             elif self.resting is not None:
                 self.resting.rest(table, key, attribute)
+                cold.freeze(partition, key)
         return expired
 
     def rest_items(self, table_name: str, *, now: bool = False) -> int:
@@ -762,10 +778,15 @@ class LocalAws:
             return 0
         table = _moto_table(table_name)
         attribute = self._ttl_attribute()
-        return sum(
-            self.resting.rest(table, key, attribute, now=now)
-            for key in self._partitions_in_holds(table)
-        )
+        packed = 0
+        for key in self._partitions_in_holds(table):
+            packed += self.resting.rest(table, key, attribute, now=now)
+            if now:
+                partition = table.items.get(key)
+                if isinstance(partition, cold.Partition):
+                    partition.touched = False  # loaded, read by nobody yet
+                cold.freeze(partition, key)
+        return packed
 
     def _partitions_in_holds(self, table: Any) -> Iterator[Any]:
         """The table's partition keys, each handed out with the DynamoDB lock held; the lock is
@@ -810,6 +831,26 @@ def _moto_table(name: str) -> Any:
     from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415 - moto's, once
 
     return dynamodb_backends[ACCOUNT][REGION].get_table(name)
+
+
+def _index_candidates(table: Any, names: list[str]) -> list[Any]:
+    """moto's `all_items` for a Query on an index with keys `names`: every item that may have
+    them, in moto's order. A packed item that lacks them is not expanded, and a partition whose
+    cold items all lack them (`cold.py`) is not thawed."""
+    found: list[Any] = []
+    for partition in list(table.items.values()):
+        if not table.range_key_attr:
+            if resting.may_have(partition, names):
+                found.append(partition)
+            continue
+        if isinstance(partition, cold.Partition):
+            if partition.cold_may_have(names):
+                partition.thaw()
+            items = partition.warm_values()
+        else:
+            items = list(partition.values())
+        found.extend(item for item in items if resting.may_have(item, names))
+    return sorted(found, key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
 
 
 def _expired(item: Any, attribute: str, now: float) -> bool:

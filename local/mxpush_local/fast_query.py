@@ -22,7 +22,7 @@ from typing import Any
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
 
-from mxpush_local import resting
+from mxpush_local import cold, resting
 
 # Request keys this path understands; any other key sends the request moto's way.
 _PLAIN_KEYS = frozenset(
@@ -60,10 +60,14 @@ def answer_query(request: dict[str, Any], tables: dict[str, Any]) -> dict[str, A
     if limit is not None and (type(limit) is not int or limit < 1):
         return None
     partition = table.items.get(DynamoType({table.hash_key_type: hash_value}))
-    items: list[Item] = list(partition.values()) if partition else []
+    newest_first = request.get("ScanIndexForward", True) is False
+    items: list[Item] = _newest_warm(partition, limit) if newest_first else []
+    more = bool(items)  # from the warm items alone: the cold ones come after them
+    if not items:
+        items = list(partition.values()) if partition else []
     if any(item.range_key is None or item.range_key.type != "S" for item in items):
         return None  # moto sorts other types by their cast value: leave it to moto
-    items.sort(key=_range_text, reverse=request.get("ScanIndexForward", True) is False)
+    items.sort(key=_range_text, reverse=newest_first)
     page = items if limit is None else items[:limit]
     try:
         converted, bound = [], 0
@@ -76,7 +80,7 @@ def answer_query(request: dict[str, Any], tables: dict[str, Any]) -> dict[str, A
     if bound > RESULT_SIZE_LIMIT:
         return None  # moto may end the page early at 1 MB: let it decide
     answer: dict[str, Any] = {"Count": len(page), "ScannedCount": len(page), "Items": converted}
-    if len(items) > len(page) and page:
+    if (more or len(items) > len(page)) and page:
         last = page[-1]
         answer["LastEvaluatedKey"] = {
             table.hash_key_attr: _plain(last.hash_key),
@@ -109,6 +113,25 @@ def _hash_value(request: dict[str, Any], table: Any) -> str | None:
     if not isinstance(value, dict) or value.keys() != {"S"} or not isinstance(value["S"], str):
         return None
     return str(value["S"])
+
+
+def _newest_warm(partition: Any, limit: int | None) -> list[Item]:
+    """The warm items of a partition with cold ones (`cold.py`) that sort after every cold
+    one, when there are at least `limit` of them: the first page, newest first, without
+    thawing. Else [] (the whole partition is read)."""
+    if not isinstance(partition, cold.Partition) or not partition.cold or limit is None:
+        return []
+    partition.touched = True
+    high = partition.cold_high
+    newer = [
+        item
+        for item in partition.warm_values()
+        if item.range_key is not None
+        and item.range_key.type == "S"
+        and type(item.range_key.value) is str
+        and item.range_key.value > high
+    ]
+    return newer if len(newer) >= limit else []
 
 
 def _range_text(item: Item) -> str:

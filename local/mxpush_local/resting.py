@@ -271,9 +271,48 @@ def may_have(item: Item, names: Iterable[str]) -> bool:
     """False if the item surely lacks one of the attributes `names` (a packed item knows its
     attribute names from its shape): a Query on an index need not expand it."""
     if isinstance(item, CompactItem) and item._attrs is None:
-        shape = _codecs[item._codec].shape
-        return shape is None or all(name in shape for name in names)
+        return shape_may_have(item._codec, names)
     return True
+
+
+def shape_may_have(codec: int, names: Iterable[str]) -> bool:
+    """False if items packed with codec `codec` surely lack one of the attributes `names`."""
+    shape = _codecs[codec].shape
+    return shape is None or all(name in shape for name in names)
+
+
+def is_packed(item: Any) -> bool:
+    return isinstance(item, CompactItem) and item._attrs is None
+
+
+def packed_state(item: CompactItem) -> tuple[bytes, int, int, float | None, str | None]:
+    """What a packed item is besides its keys (`revive` makes it again): its blob, codec, size,
+    TTL and TTL attribute's name."""
+    assert item._blob is not None and item._attrs is None  # noqa: S101 - a packed item
+    return item._blob, item._codec, item._size, item._expiry, item._ttl_name
+
+
+def revive(  # noqa: PLR0917 - packed_state's parts, and the keys
+    hash_key: DynamoType,
+    range_key: DynamoType,
+    blob: bytes,
+    codec: int,
+    size: int,
+    expiry: float | None,
+    ttl_name: str | None,
+) -> CompactItem:
+    """A packed item again, from its keys and `packed_state`."""
+    item: CompactItem = object.__new__(CompactItem)
+    item.hash_key = hash_key
+    item.range_key = range_key
+    item._attrs = None
+    item._blob = blob
+    item._codec = codec
+    item._size = size
+    item._expiry = expiry
+    item._ttl_name = ttl_name
+    item._seen = 0
+    return item
 
 
 def index_key_names(table: Any, index_name: str) -> list[str]:
@@ -399,10 +438,11 @@ class Sweeper:
             if swept is not partition:
                 table.items[key] = swept
             return self.packed - before
-        for range_key, item in list(partition.items()):
+        # The warm items only (`dict.items`: cold ones, `cold.py`, are packed already).
+        for range_key, item in list(dict.items(partition)):
             swept = self._sweep(item, key, range_key, hash_name, range_name, ttl_name, now)
             if swept is not item:
-                partition[range_key] = swept
+                dict.__setitem__(partition, range_key, swept)
         return self.packed - before
 
     def _sweep(  # noqa: PLR0917 - one call site, above

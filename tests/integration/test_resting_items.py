@@ -26,7 +26,7 @@ from moto.core.model_instances import reset_model_data
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
-from mxpush_local import resting
+from mxpush_local import cold, resting
 from mxpush_local.aws import ACCOUNT, REGION
 from mxpush_local.gateway import LocalGateway
 from mxpush_local.resting import CompactItem
@@ -82,6 +82,14 @@ def _key(rid: str, sk: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def table(gateway: LocalGateway) -> Iterator[str]:
     name = f"resting-{uuid.uuid4().hex[:8]}"
+    client = create_test_table(name)
+    yield name
+    client.delete_table(TableName=name)
+
+
+def create_test_table(name: str) -> Any:
+    """A table like the gateway's (a sort key, an index on owner), its partitions able to keep
+    items cold as the gateway's are (`cold.py`); returns the client."""
     client = boto3.client("dynamodb", region_name=REGION)
     client.create_table(
         TableName=name,
@@ -107,8 +115,8 @@ def table(gateway: LocalGateway) -> Iterator[str]:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
-    yield name
-    client.delete_table(TableName=name)
+    _moto_table(name).items.default_factory = cold.Partition
+    return client
 
 
 @pytest.fixture
