@@ -123,6 +123,11 @@ class FakeLambdaContext:
         return max(0, int((self.deadline - time.time()) * 1000))
 
 
+# Background invocations (asynchronous invokes, Step Functions tasks, schedules) of one function
+# that run at once in local mode; more wait in line. A sender runs up to 8 pushes in parallel.
+CONCURRENT_INVOCATIONS = 4
+
+
 class Functions:
     """The template's Lambda handlers, imported from their CodeUri as Lambda would."""
 
@@ -135,6 +140,10 @@ class Functions:
         self.before_invoke: dict[str, Callable[[dict[str, Any]], None]] = {}
         # Tests: logical id -> seconds, in place of the template's Timeout.
         self.timeouts: dict[str, float] = {}
+        # Each function's background invocations that may run at once (see invoke_with_deadline).
+        self._running = {
+            logical_id: threading.BoundedSemaphore(CONCURRENT_INVOCATIONS) for logical_id in specs
+        }
 
     def handler(self, logical_id: str) -> Handler:
         found = self._handlers.get(logical_id)
@@ -168,12 +177,20 @@ class Functions:
         Timeout, so a retry of the attempt finds the batch held and leaves it."""
         timeout = self._timeout(logical_id)
         outcome: list[tuple[bool, Any]] = []
+        # At most CONCURRENT_INVOCATIONS of one function run at once; the next waits for one to
+        # end (its Timeout counts from its start). Lambda would run them side by side in more
+        # containers; one process has one GIL, and work that waits in line holds a thread, not
+        # a running handler's threads and objects (a backlog once took 300 threads and 45 MB).
+        running = self._running[logical_id]
+        running.acquire()
 
         def run() -> None:
             try:
                 outcome.append((True, self._run(logical_id, event, timeout)))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 outcome.append((False, exc))
+            finally:
+                running.release()  # when the handler ends: one past its timeout still runs
 
         worker = threading.Thread(target=run, name=f"lambda-{logical_id}", daemon=True)
         worker.start()

@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
-from mxpush_local.aws import ACCOUNT, REGION
+from mxpush_local.aws import ACCOUNT, CONCURRENT_INVOCATIONS, REGION, Functions
 from mxpush_local.gateway import TEMPLATE, LocalGateway
 from mxpush_local.template import load_template
 from tests.conftest import Api, synapse_body, wait_until
@@ -535,6 +535,48 @@ def test_each_function_runs_within_the_timeout_the_template_gives_it() -> None:
     senders = [spec for name, spec in functions.items() if name.endswith("SenderFunction")]
     assert senders
     assert all(spec.timeout >= 30 for spec in senders)
+
+
+class _Held(Exception):
+    """What the held invocations end with (their handler never runs)."""
+
+
+def test_background_invocations_of_a_function_wait_in_line_past_the_limit() -> None:
+    functions = Functions(load_template(TEMPLATE).functions)
+    release = threading.Event()
+    lock = threading.Lock()
+    running: list[int] = []
+    most = [0]
+
+    def hold(_event: dict[str, Any]) -> None:
+        with lock:
+            running.append(1)
+            most[0] = max(most[0], len(running))
+        release.wait(10)
+        with lock:
+            running.pop()
+        raise _Held
+
+    functions.before_invoke["GotifySenderFunction"] = hold
+    ended: list[BaseException] = []
+
+    def invoke() -> None:
+        try:
+            functions.invoke_with_deadline("GotifySenderFunction", {})
+        except _Held as exc:
+            ended.append(exc)
+
+    callers = [threading.Thread(target=invoke) for _ in range(CONCURRENT_INVOCATIONS + 3)]
+    for caller in callers:
+        caller.start()
+    wait_until(lambda: len(running) == CONCURRENT_INVOCATIONS)
+    time.sleep(0.3)  # the others wait in line, not in the handler
+    assert len(running) == CONCURRENT_INVOCATIONS
+    release.set()
+    for caller in callers:
+        caller.join(10)
+    assert len(ended) == CONCURRENT_INVOCATIONS + 3
+    assert most[0] == CONCURRENT_INVOCATIONS
 
 
 def test_memoized_parsing_fails_and_succeeds_as_before(
