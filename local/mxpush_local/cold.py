@@ -52,7 +52,8 @@ class _Cold:
     """A partition's cold items: compressed chunks of (sort key, blob, codec, size, TTL, TTL
     name) records, and what readers ask of them without thawing."""
 
-    chunks: tuple[bytes, ...]
+    # Each chunk with the least and greatest sort key in it.
+    chunks: tuple[tuple[str, str, bytes], ...]
     count: int
     low: str
     high: str
@@ -109,17 +110,43 @@ class Partition(dict):  # type: ignore[type-arg]
         found = self._cold
         if found is None:
             return
-        for chunk in found.chunks:
-            # Bytes `freeze` made in this process: nothing else reaches `chunks`.
-            for text, blob, codec, size, expiry, ttl_name in marshal.loads(  # noqa: S302
-                zlib.decompress(chunk)
-            ):
-                key = _string_key(text)
-                if dict.__contains__(self, key):
-                    continue
-                item = resting.revive(found.hash_key, key, blob, codec, size, expiry, ttl_name)
-                dict.__setitem__(self, key, item)
+        for _, _, chunk in found.chunks:
+            for record in _records(chunk):
+                self._revive(found.hash_key, record)
         self._cold = None
+
+    def _revive(self, hash_key: DynamoType, record: tuple[Any, ...]) -> None:
+        text, blob, codec, size, expiry, ttl_name = record
+        key = _string_key(text)
+        if not dict.__contains__(self, key):
+            item = resting.revive(hash_key, key, blob, codec, size, expiry, ttl_name)
+            dict.__setitem__(self, key, item)
+
+    def _take(self, text: str) -> None:
+        """The cold item of sort key `text` (if any) back into the dict, alone: its chunk is
+        written again without it. (A sweep reads batches one by one, a few minutes old: a
+        lookup must not thaw every item of their pushkeys.)"""
+        found = self._cold
+        assert found is not None  # noqa: S101 - only with cold items
+        chunks = list(found.chunks)
+        for index, (low, high, chunk) in enumerate(chunks):
+            if not low <= text <= high:
+                continue
+            records = _records(chunk)
+            kept = [record for record in records if record[0] != text]
+            if len(kept) == len(records):
+                continue
+            for record in records:
+                if record[0] == text:
+                    self._revive(found.hash_key, record)
+            if kept:
+                texts = [str(record[0]) for record in kept]
+                chunks[index] = (min(texts), max(texts), _chunk(kept))
+            else:
+                del chunks[index]
+            count = found.count - (len(records) - len(kept))
+            self._cold = replace(found, chunks=tuple(chunks), count=count) if count else None
+            return
 
     def _may_be_cold(self, key: Any) -> bool:
         """Whether `key` may name a cold item (a string key within the cold keys' range; any
@@ -139,7 +166,10 @@ class Partition(dict):  # type: ignore[type-arg]
     def _for_key(self, key: Any) -> None:
         self.touched = True
         if self._cold is not None and not dict.__contains__(self, key) and self._may_be_cold(key):
-            self.thaw()
+            if _is_text(key):
+                self._take(key.value)
+            else:
+                self.thaw()
 
     # --- the dict moto sees ---------------------------------------------------------------------
 
@@ -267,7 +297,7 @@ def freeze(partition: Any, hash_key: DynamoType) -> int:
     ):
         return 0
     before = partition._cold
-    records = []
+    records: list[tuple[Any, ...]] = []
     shapes = set(() if before is None else before.shapes)
     expiry = None if before is None else before.expiry
     for text, item in candidates:
@@ -276,9 +306,9 @@ def freeze(partition: Any, hash_key: DynamoType) -> int:
         shapes.add(codec)
         if item_expiry is not None and (expiry is None or item_expiry < expiry):
             expiry = item_expiry
-    chunk = zlib.compress(marshal.dumps(records, _MARSHAL_VERSION), _LEVEL)
     texts = [text for text, _ in candidates]
     low, high = min(texts), max(texts)
+    chunk = (low, high, _chunk(records))
     for _, item in candidates:
         dict.__delitem__(partition, item.range_key)
     if before is not None:
@@ -293,6 +323,15 @@ def freeze(partition: Any, hash_key: DynamoType) -> int:
         hash_key=hash_key if before is None else before.hash_key,
     )
     return len(records)
+
+
+def _chunk(records: list[tuple[Any, ...]]) -> bytes:
+    return zlib.compress(marshal.dumps(records, _MARSHAL_VERSION), _LEVEL)
+
+
+def _records(chunk: bytes) -> list[tuple[Any, ...]]:
+    # Bytes `_chunk` made in this process: nothing else reaches a partition's chunks.
+    return list(marshal.loads(zlib.decompress(chunk)))  # noqa: S302
 
 
 def _is_text(key: Any) -> bool:

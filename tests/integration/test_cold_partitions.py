@@ -136,10 +136,9 @@ def test_a_write_or_delete_of_a_cold_item_acts_on_it(
     replaced, deleted = items[3], items[5]
     client.put_item(TableName=table, Item={**_key(rid, replaced["sk"]["S"]), "s": {"S": "new"}})
     partition = _partitions(table)[rid]
-    assert partition.cold == 0  # thawed: the write's key is among the cold ones
-    assert _freeze_all(gateway, table) == 12  # the new item is not packed yet: warm
+    assert partition.cold == 12  # that item alone left the cold ones, and was written over
     client.delete_item(TableName=table, Key=_key(rid, deleted["sk"]["S"]))
-    assert partition.cold == 0
+    assert partition.cold == 11
     gateway.aws.rest_items(table, now=True)
     assert partition.cold == 12
 
@@ -155,6 +154,34 @@ def test_a_write_or_delete_of_a_cold_item_acts_on_it(
     _freeze_all(gateway, table)
     assert "Item" not in client.get_item(TableName=table, Key=_key(rid, "zzz"))
     assert _partitions(table)[rid].cold == 12
+
+
+def test_a_lookup_of_one_cold_item_revives_it_alone(
+    gateway: LocalGateway, client: Any, table: str
+) -> None:
+    rng = random.Random(7)  # noqa: S311 - test data
+    rid = _hexid(rng, 64)
+    items = _many(rid, 30, rng)
+    _reset(gateway, client, table, pack=True, items=items)
+
+    def get(sk: str) -> dict[str, Any]:
+        return dict(client.get_item(TableName=table, Key=_key(rid, sk)).get("Item") or {})
+
+    expected = {item["sk"]["S"]: get(item["sk"]["S"]) for item in items[:3]}
+    assert _freeze_all(gateway, table) == 31
+    partition = _partitions(table)[rid]
+
+    for n, (sk, answer) in enumerate(expected.items(), start=1):
+        assert get(sk) == answer != {}
+        assert partition.cold == 31 - n
+    # A key within the cold keys' range that no item has: looked for, nothing revived.
+    missing = items[0]["sk"]["S"] + "0"
+    assert get(missing) == {}
+    assert partition.cold == 28
+    assert len(partition) == 31
+    # The revived ones are warm again (packed): the next pass makes them cold.
+    gateway.aws.rest_items(table, now=True)
+    assert partition.cold == 31
 
 
 def test_the_expiry_pass_thaws_a_partition_only_once_a_cold_item_is_due(
