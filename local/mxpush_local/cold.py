@@ -7,11 +7,12 @@ a long run still grows by ~1 KB per notification, while nearly all of them are n
 a due-index partition after its slot, a pushkey's records older than the latest few.
 
 `Partition` is the dict moto keeps a partition's items in (sort key -> Item), able to keep some
-of them *cold*: their sort-key strings and blobs in compressed chunks (~0.1 KB an item), not in
-the dict. It is a dict to moto in every way: whatever needs a cold item - a lookup of its key,
-any walk of the whole partition (a Query, a Scan, a copy), a write that may replace one - thaws
-the partition first (every cold item back as a packed `CompactItem`, cheap: no blob is
-re-encoded), and `len` counts both. Only local mode's own readers know better:
+of them *cold*: their sort-key strings and blobs in compressed chunks (~0.3 KB a delivery-log
+record, most of it its blob; ~0.16 KB a due entry), not in the dict. It is a dict to moto in
+every way: a lookup or write of one key within the cold keys' range revives that item alone
+(back as a packed `CompactItem`; its chunk is written again without it), any walk of the whole
+partition (a Query, a Scan, a copy) thaws it first (no blob is re-encoded), and `len` counts
+both. Only local mode's own readers know better:
 
 - the notify path's Query (`fast_query`: newest first, a small Limit) answers from the warm
   items when enough of them sort after every cold one;
