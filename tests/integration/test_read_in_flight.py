@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mxpush_local.gateway import LocalGateway
 from tests.conftest import Api, synapse_body, wait_until
 from tests.fakes.gotify import FakeGotify, gotify_error
 from tests.fakes.ntfy import FakeNtfy
@@ -27,6 +28,7 @@ from tests.integration.test_channels_flow import (
     ntfy_channel,
     register_channels,
 )
+from tests.integration.test_metrics import moved, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -93,10 +95,11 @@ def test_a_read_during_a_push_that_fails_cancels_the_fallback(
 
 
 def test_a_read_during_a_push_that_fails_for_now_cancels_its_retry(
-    api: Api, held: FakeGotify
+    gateway: LocalGateway, api: Api, held: FakeGotify
 ) -> None:
     held.queue(Reply(503, {"error": "Service Unavailable"}))
     pushkey = register_channels(api, [gotify_channel(held)])
+    _, before = scrape(gateway)
 
     read_while_pushing(api, held, pushkey)
 
@@ -104,6 +107,9 @@ def test_a_read_during_a_push_that_fails_for_now_cancels_its_retry(
     assert entry["reason"] == "read on another device (no unread rooms left)"
     time.sleep(1.0)
     assert len(held.requests) == 1  # the retry did not push
+    # Counted as the notify path counts the pushes a read cancels.
+    counted = moved(before, scrape(gateway)[1])
+    assert counted['mxpush_pushes_total{backend="gotify",outcome="cancelled"}'] == 1
 
 
 def test_a_read_that_leaves_more_unread_does_not_stop_the_escalation(

@@ -471,6 +471,7 @@ def _end_for_read(
     assert batch.rd is not None  # noqa: S101 - only batches a read covers get here
     reason = read_reason(batch.rd)
     delivered = batch.dat is not None
+    metrics.push(backend, Outcome.CANCELLED.value)  # as the notify path counts its cancels
     store.finish_batch(
         batch.rid,
         batch.sk,
