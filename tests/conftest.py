@@ -22,11 +22,15 @@ from botocore.client import BaseClient
 from mxpush_local.gateway import LocalGateway, LocalSettings
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.homeserver import FakeHomeserver
+from tests.fakes.ntfy import FakeNtfy
 from tests.fakes.smtp import FakeSmtp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "synapse-1.163.2"
 ADMIN_TOKEN = "test-admin-token"
 GOTIFY_TOKEN = "AppToken.Valid1"
+# The fake ntfy server's access token, and the topic its user may publish to.
+NTFY_TOKEN = "tk_AgQdq7mVBoFD37zQVN29RhuMzNIz2"
+NTFY_TOPIC = "bob_phone_x7"
 EMAIL_FROM = "mxpush <push@mxpush.example.org>"
 
 
@@ -179,6 +183,15 @@ def api(gateway: LocalGateway) -> Api:
 @pytest.fixture
 def gotify() -> Iterator[FakeGotify]:
     server = FakeGotify(prefix="/gotify").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ntfy() -> Iterator[FakeNtfy]:
+    server = FakeNtfy(
+        prefix="/ntfy", tokens={NTFY_TOKEN: "bob"}, grants={"bob": {NTFY_TOPIC}}
+    ).start()
     yield server
     server.stop()
 

@@ -19,9 +19,7 @@ from tests.conftest import Api, synapse_body, wait_until
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.ntfy import FakeNtfy
 from tests.integration.test_channels_flow import (
-    NTFY_TOKEN,
     READ_ALL,
-    TOPIC,
     channel_outcomes,
     gotify_channel,
     ntfy_channel,
@@ -33,13 +31,6 @@ pytestmark = pytest.mark.slow
 
 DM = "message_dm_2_members.1.full"
 Calls = Counter[tuple[str, str]]
-
-
-@pytest.fixture
-def ntfy() -> Iterator[FakeNtfy]:
-    server = FakeNtfy(prefix="/ntfy", tokens={NTFY_TOKEN: "bob"}, grants={"bob": {TOPIC}}).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,15 @@ from urllib.parse import quote
 import pytest
 
 from mxpush.retraction import notification_tag
-from tests.conftest import GOTIFY_TOKEN, Api, synapse_body, wait_until, with_event_id
+from tests.conftest import (
+    GOTIFY_TOKEN,
+    NTFY_TOKEN,
+    NTFY_TOPIC,
+    Api,
+    synapse_body,
+    wait_until,
+    with_event_id,
+)
 from tests.fakes.gotify import FakeGotify
 from tests.fakes.ntfy import FakeNtfy
 from tests.fakes.webhook import FakeWebhook
@@ -21,19 +29,11 @@ from tests.integration.test_local_mode import free_port
 
 pytestmark = pytest.mark.slow
 
-NTFY_TOKEN = "tk_AgQdq7mVBoFD37zQVN29RhuMzNIz2"
-TOPIC = "bob_phone_x7"
+TOPIC = NTFY_TOPIC
 DM = "message_dm_2_members.1.full"
 DM_ROOM = "!YIkXvNfjndhc9gq49pm2feQdKxlW4LZTdsnotiA5TMg"
 DM_EVENT = "$9YKtqgWbvfhsr99S2R_6S66iVIWunPAkPKPnHo_e5tI"
 READ_ALL = "read_receipts_all_badge.2.full"
-
-
-@pytest.fixture
-def ntfy() -> Iterator[FakeNtfy]:
-    server = FakeNtfy(prefix="/ntfy", tokens={NTFY_TOKEN: "bob"}, grants={"bob": {TOPIC}}).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

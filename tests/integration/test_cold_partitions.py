@@ -6,18 +6,15 @@ fraction of a packed item's memory."""
 from __future__ import annotations
 
 import copy
-import gc
 import pickle
 import random
 import time
-import tracemalloc
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from moto.core.model_instances import reset_model_data
 from moto.dynamodb.models.dynamo_type import DynamoType
 
 from mxpush_local import cold
@@ -29,6 +26,7 @@ from tests.integration.test_resting_items import (
     _batch_like,
     _contents,
     _due_like,
+    _footprint,
     _hexid,
     _key,
     _moto_table,
@@ -95,20 +93,23 @@ def test_a_cold_partition_answers_as_its_items_warm(
     assert _contents(table) == warm_after
 
 
-def _many(rid: str, count: int, rng: random.Random) -> list[dict[str, Any]]:
-    """A pushkey's partition: `count` delivery-log records and its registration (whose sort key,
-    `registration`, sorts after every `b#...`)."""
+def _pushkey_partition(
+    gateway: LocalGateway, client: Any, table: str, count: int, seed: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """The table holding one pushkey's partition alone, packed: `count` delivery-log records and
+    its registration (whose sort key, `registration`, sorts after every `b#...`)."""
+    rng = random.Random(seed)  # noqa: S311 - test data
+    rid = _hexid(rng, 64)
     items = [_batch_like(rng, n, rid) for n in range(count)]
     items.append({**_key(rid, "registration"), "owner": {"S": "@bob:example.org"}})
-    return items
+    _reset(gateway, client, table, pack=True, items=items)
+    return rid, items
 
 
 def test_the_notify_paths_query_is_answered_from_the_newest_warm_items(
     gateway: LocalGateway, client: Any, table: str
 ) -> None:
-    rng = random.Random(3)  # noqa: S311 - test data
-    rid = _hexid(rng, 64)
-    _reset(gateway, client, table, pack=True, items=_many(rid, 40, rng))
+    rid, _ = _pushkey_partition(gateway, client, table, 40, seed=3)
     newest = {"ScanIndexForward": False, "Limit": 9}
     expected_newest = _query(client, table, rid, **newest)
     expected_all = _query(client, table, rid)
@@ -128,10 +129,7 @@ def test_the_notify_paths_query_is_answered_from_the_newest_warm_items(
 def test_a_write_or_delete_of_a_cold_item_acts_on_it(
     gateway: LocalGateway, client: Any, table: str
 ) -> None:
-    rng = random.Random(4)  # noqa: S311 - test data
-    rid = _hexid(rng, 64)
-    items = _many(rid, 12, rng)
-    _reset(gateway, client, table, pack=True, items=items)
+    rid, items = _pushkey_partition(gateway, client, table, 12, seed=4)
     assert _freeze_all(gateway, table) == 13
     replaced, deleted = items[3], items[5]
     client.put_item(TableName=table, Item={**_key(rid, replaced["sk"]["S"]), "s": {"S": "new"}})
@@ -159,10 +157,7 @@ def test_a_write_or_delete_of_a_cold_item_acts_on_it(
 def test_a_lookup_of_one_cold_item_revives_it_alone(
     gateway: LocalGateway, client: Any, table: str
 ) -> None:
-    rng = random.Random(7)  # noqa: S311 - test data
-    rid = _hexid(rng, 64)
-    items = _many(rid, 30, rng)
-    _reset(gateway, client, table, pack=True, items=items)
+    rid, items = _pushkey_partition(gateway, client, table, 30, seed=7)
 
     def get(sk: str) -> dict[str, Any]:
         return dict(client.get_item(TableName=table, Key=_key(rid, sk)).get("Item") or {})
@@ -251,9 +246,7 @@ def test_an_index_query_thaws_only_partitions_whose_cold_items_may_match(
 def test_copies_of_a_cold_partition_hold_the_same_items(
     gateway: LocalGateway, client: Any, table: str
 ) -> None:
-    rng = random.Random(6)  # noqa: S311 - test data
-    rid = _hexid(rng, 64)
-    _reset(gateway, client, table, pack=True, items=_many(rid, 10, rng))
+    rid, _ = _pushkey_partition(gateway, client, table, 10, seed=6)
     _freeze_all(gateway, table)
     partition = _partitions(table)[rid]
     copied = copy.deepcopy(partition)
@@ -275,39 +268,18 @@ MAX_COLD_BATCH_BYTES = 360
 MAX_COLD_DUE_BYTES = 220
 
 
-def _cold_footprint(gateway: LocalGateway, table: str, items: list[dict[str, Any]]) -> float:
-    moto_table = _moto_table(table)
-    with gateway.aws._dynamodb_lock:
-        moto_table.items.clear()
-        reset_model_data()
-        gc.collect()
-        tracemalloc.start()
-        try:
-            start = tracemalloc.get_traced_memory()[0]
-            for item in items:
-                moto_table.put_item(item)
-            assert gateway.aws.rest_items(table, now=True) == len(items)
-            reset_model_data()
-            gc.collect()
-            cold_bytes = (tracemalloc.get_traced_memory()[0] - start) / len(items)
-        finally:
-            tracemalloc.stop()
-            moto_table.items.clear()
-    return cold_bytes
-
-
 def test_cold_items_take_a_fraction_of_a_packed_items_memory(
     gateway: LocalGateway, table: str
 ) -> None:
     rng = random.Random(9)  # noqa: S311 - test data
     pushkeys = [_hexid(rng, 64) for _ in range(60)]
     batches = [_batch_like(rng, n, pushkeys[n % len(pushkeys)]) for n in range(1800)]
-    per_batch = _cold_footprint(gateway, table, batches)
+    _, _, per_batch = _footprint(gateway, table, batches)
     # Due entries as 50 notifications a second leave them: ~12 in each of a slot's 4 shards.
     dues = [_due_like(rng, n) for n in range(1800)]
     for n, due in enumerate(dues):
         due["rid"] = {"S": f"due#{1_796_163_088 + n // 50}#{n % 4}"}
-    per_due = _cold_footprint(gateway, table, dues)
+    _, _, per_due = _footprint(gateway, table, dues)
     print(f"cold: {per_batch:.0f} bytes per batch, {per_due:.0f} per due entry")
     assert per_batch < MAX_COLD_BATCH_BYTES
     assert per_due < MAX_COLD_DUE_BYTES

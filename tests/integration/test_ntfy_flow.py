@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from mxpush.retraction import notification_tag
-from tests.conftest import Api, synapse_body
+from tests.conftest import NTFY_TOKEN, NTFY_TOPIC, Api, synapse_body
 from tests.fakes.ntfy import FakeNtfy, ntfy_error
 from tests.integration.flow_support import outcomes, register, wait_for_outcome
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "tk_AgQdq7mVBoFD37zQVN29RhuMzNIz2"
-TOPIC = "bob_phone_x7"
+TOKEN = NTFY_TOKEN  # the conftest `ntfy` server's
+TOPIC = NTFY_TOPIC
 DM = "message_dm_2_members.1.full"
 DM_ROOM = "!YIkXvNfjndhc9gq49pm2feQdKxlW4LZTdsnotiA5TMg"
 DM_EVENT = "$9YKtqgWbvfhsr99S2R_6S66iVIWunPAkPKPnHo_e5tI"
 CALL_EVENT = "$bObJ4sJMXlYweZxqmA6OVwGsSZZlM0cpBmzPhmED5ac"
-
-
-@pytest.fixture
-def ntfy() -> Iterator[FakeNtfy]:
-    server = FakeNtfy(prefix="/ntfy", tokens={TOKEN: "bob"}, grants={"bob": {TOPIC}}).start()
-    yield server
-    server.stop()
 
 
 def register_ntfy(api: Api, ntfy: FakeNtfy, **options: object) -> str:

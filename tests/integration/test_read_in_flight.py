@@ -20,9 +20,7 @@ from tests.fakes.smtp import FakeSmtp
 from tests.integration.flow_support import outcomes, wait_for_outcome
 from tests.integration.test_channels_flow import (
     DM,
-    NTFY_TOKEN,
     READ_ALL,
-    TOPIC,
     channel_outcomes,
     gotify_channel,
     ntfy_channel,
@@ -31,13 +29,6 @@ from tests.integration.test_channels_flow import (
 from tests.integration.test_metrics import moved, scrape
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def ntfy() -> Iterator[FakeNtfy]:
-    server = FakeNtfy(prefix="/ntfy", tokens={NTFY_TOKEN: "bob"}, grants={"bob": {TOPIC}}).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -660,9 +660,10 @@ MAX_PACKED_DUE_BYTES = 650
 
 def _footprint(
     gateway: LocalGateway, table: str, items: list[dict[str, Any]]
-) -> tuple[float, float]:
-    """Bytes per item as moto keeps them, then packed. The DynamoDB lock is held throughout:
-    the session's other threads allocate less meanwhile (tracemalloc sees the whole process)."""
+) -> tuple[float, float, float]:
+    """Bytes per item as moto keeps them, then packed, then cold (`cold.py`). The DynamoDB lock
+    is held throughout: the session's other threads allocate less meanwhile (tracemalloc sees
+    the whole process)."""
     moto_table = _moto_table(table)
     with gateway.aws._dynamodb_lock:
         moto_table.items.clear()
@@ -681,10 +682,14 @@ def _footprint(
             reset_model_data()
             gc.collect()
             packed = (tracemalloc.get_traced_memory()[0] - start) / len(items)
+            gateway.aws.rest_items(table, now=True)  # packed and read by nobody: all cold
+            reset_model_data()
+            gc.collect()
+            cold_bytes = (tracemalloc.get_traced_memory()[0] - start) / len(items)
         finally:
             tracemalloc.stop()
             moto_table.items.clear()
-    return hot, packed
+    return hot, packed, cold_bytes
 
 
 def test_idle_items_take_a_fraction_of_the_memory_once_packed(
@@ -693,11 +698,11 @@ def test_idle_items_take_a_fraction_of_the_memory_once_packed(
     rng = random.Random(9)  # noqa: S311 - test data
     pushkeys = [_hexid(rng, 64) for _ in range(60)]
     batches = [_batch_like(rng, n, pushkeys[n % len(pushkeys)]) for n in range(1800)]
-    hot, packed = _footprint(gateway, table, batches)
+    hot, packed, _ = _footprint(gateway, table, batches)
     print(f"per batch: {hot:.0f} bytes as moto keeps it, {packed:.0f} packed")
     assert hot > 4 * MAX_PACKED_BATCH_BYTES
     assert packed < MAX_PACKED_BATCH_BYTES
-    hot, packed = _footprint(gateway, table, [_due_like(rng, n) for n in range(1800)])
+    hot, packed, _ = _footprint(gateway, table, [_due_like(rng, n) for n in range(1800)])
     print(f"per due entry: {hot:.0f} bytes as moto keeps it, {packed:.0f} packed")
     assert hot > MAX_PACKED_DUE_BYTES
     assert packed < MAX_PACKED_DUE_BYTES
