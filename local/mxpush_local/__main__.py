@@ -92,33 +92,39 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(
+    say(
         f"mxpush local gateway listening on {gateway.url} "
         f"(notify URL {gateway.url}/_matrix/push/v1/notify, delay {settings.delay_seconds}s)",
-        flush=True,
     )
-    print(state_line(gateway), flush=True)
+    say(state_line(gateway))
     if gateway.listens_beyond_loopback:
-        print(
+        say(
             f"mxpush: WARNING: listening on {settings.host}, beyond this machine: the operator "
             "token and pushkeys travel over plain HTTP. Put a TLS proxy in front and set "
             "MXPUSH_PUBLIC_URL to its https URL.",
-            flush=True,
         )
     if gateway.generated_admin_token:
-        print(f"admin token (MXPUSH_ADMIN_TOKEN): {gateway.admin_token}", flush=True)
+        say(f"admin token (MXPUSH_ADMIN_TOKEN): {gateway.admin_token}")
     kept = ""
     if gateway.generated_vapid_key:
         where = gateway.secrets_path
         kept = f" (generated, kept in {where})" if where else " (generated for this session)"
-    print(f"Web Push VAPID public key{kept}: {vapid_public_key}", flush=True)
-    print(email_line(gateway.settings), flush=True)
+    say(f"Web Push VAPID public key{kept}: {vapid_public_key}")
+    say(email_line(gateway.settings))
     stop.wait()
-    print("mxpush: metrics of this session (also at GET /metrics):", flush=True)
-    print("\n".join(gateway.metrics.summary()), flush=True)
-    print("mxpush: stopping", flush=True)
+    say("mxpush: metrics of this session (also at GET /metrics):")
+    say("\n".join(gateway.metrics.summary()))
+    say("mxpush: stopping")
     gateway.stop()
     return 0
+
+
+def say(line: str) -> None:
+    """One line on stdout in one write: the handlers' log lines, written by other threads
+    meanwhile (a restart resumes pending pushes at once), cannot land inside it, as they could
+    between print's text and its newline."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def email_line(settings: LocalSettings) -> str:
