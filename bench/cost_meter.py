@@ -32,6 +32,7 @@ from moto.dynamodb.models import dynamodb_backends
 
 from mxpush import delivery
 from mxpush_local.aws import ACCOUNT, REGION, Functions
+from mxpush_local.priority import requests_first
 
 STATE_MACHINE = "(state machine)"
 # The notify bodies carry this header so units can be told apart by what was notified.
@@ -196,7 +197,9 @@ class Meter:
         client: BaseClient,
     ) -> Any:
         writes = _write_targets(operation, params)
-        with self._dynamodb_lock:
+        # Sizes before and after must see no other write between them, hence the lock; a
+        # background call takes its requests-first turn before it, not while holding it.
+        with requests_first.turn_taken(), self._dynamodb_lock:
             before = [self._item_size(table, item_key) for table, item_key in writes]
             try:
                 result = original(client, operation, params)

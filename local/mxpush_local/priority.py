@@ -49,10 +49,26 @@ class RequestsFirst:
         # Unlocked read: a request that starts just after it is merely not waited for.
         if not self._in_flight or getattr(self._request_thread, "active", False):
             return
+        if getattr(self._request_thread, "turn_taken", 0):
+            return
         with self._idle:
             if self._in_flight:
                 self.pauses += 1
                 self._idle.wait_for(lambda: not self._in_flight, timeout=self.max_pause)
+
+    @contextmanager
+    def turn_taken(self) -> Iterator[None]:
+        """Around a section that takes a lock requests may also wait for (the cost meter wraps
+        each DynamoDB call in one): the background turn is taken once, before the lock, and
+        calls inside do not pause. A pause with that lock held would make every request wait
+        for it - a request in flight then keeps the pause going to its end, 250 ms a call."""
+        self.background_turn()
+        depth = getattr(self._request_thread, "turn_taken", 0)
+        self._request_thread.turn_taken = depth + 1
+        try:
+            yield
+        finally:
+            self._request_thread.turn_taken = depth
 
 
 # One per process, as the in-process DynamoDB and moto are.

@@ -80,3 +80,26 @@ def test_a_failed_request_still_lets_background_work_go_on() -> None:
     _, done = _in_background(gate.background_turn)
     assert done.wait(2)
     assert gate.pauses == 0
+
+
+def test_a_section_that_took_its_turn_does_not_pause_inside_it() -> None:
+    """The cost meter holds a lock around each DynamoDB call that requests wait for too: a
+    pause inside it held every request for the whole pause (the bench then ran at 7/s)."""
+    gate = RequestsFirst(max_pause=0.2)
+    release = _request_held(gate)
+    started = time.monotonic()
+    with gate.turn_taken():
+        paused_before = time.monotonic() - started
+        inside = time.monotonic()
+        gate.background_turn()
+        with gate.turn_taken():  # nested: still no pause
+            gate.background_turn()
+        paused_inside = time.monotonic() - inside
+    after = time.monotonic()
+    gate.background_turn()  # outside again: pauses as before
+    paused_after = time.monotonic() - after
+    release.set()
+    assert paused_before >= 0.15  # the turn itself is taken, before the section
+    assert paused_inside < 0.1
+    assert paused_after >= 0.15
+    assert gate.pauses == 2
