@@ -33,7 +33,6 @@ import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.core import responses as moto_responses
-from moto.core.model_instances import reset_model_data
 from moto.dynamodb.exceptions import MockValidationException
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler, DynamoResult
@@ -51,6 +50,7 @@ from mxpush_local import cold, resting, speedups
 from mxpush_local.dynamodb_direct import InProcessDynamoDB, internal_error
 from mxpush_local.state import Journal
 from mxpush_local.template import FunctionSpec, Template
+from mxpush_local.untracked import forget_model_instances
 
 REGION = "us-east-1"
 # DynamoDB's limit on each expression of a request.
@@ -272,6 +272,7 @@ class LocalAws:
 
     def start(self) -> None:
         self._mock.start()
+        forget_model_instances()
         self._async_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lambda-async")
         self._patch_lambda()
         self._serialize_dynamodb()
@@ -751,9 +752,8 @@ class LocalAws:
                     execution.exec_worker = None  # type: ignore[attr-defined]  # the parser's
                     released += 1
         sfn_utils.TMP_THREADS[:] = [t for t in sfn_utils.TMP_THREADS if t.is_alive()]
-        # moto lists every model object it ever made (each DynamoDB item, and each copy a read
-        # returns) for its dashboard, which local mode does not serve: forget them.
-        reset_model_data()
+        # Model classes moto defined since the last pass keep nothing either (`untracked.py`).
+        forget_model_instances()
         return released
 
     def expire_items(self, now: float) -> int:

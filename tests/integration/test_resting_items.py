@@ -22,7 +22,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.core.model_instances import reset_model_data
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
@@ -31,6 +30,7 @@ from mxpush_local.aws import ACCOUNT, REGION
 from mxpush_local.gateway import LocalGateway
 from mxpush_local.resting import CompactItem
 from mxpush_local.state import Journal
+from mxpush_local.untracked import forget_model_instances
 
 TTL = "expires_at"
 FUTURE = str(int(time.time()) + 86400)
@@ -667,23 +667,20 @@ def _footprint(
     moto_table = _moto_table(table)
     with gateway.aws._dynamodb_lock:
         moto_table.items.clear()
-        reset_model_data()
+        forget_model_instances()  # moto's list of every Item it made (its dashboard) keeps none
         gc.collect()
         tracemalloc.start()
         try:
             start = tracemalloc.get_traced_memory()[0]
             for item in items:
                 moto_table.put_item(item)
-            reset_model_data()  # moto lists every Item it makes (its dashboard), as local mode
             gc.collect()
             hot = (tracemalloc.get_traced_memory()[0] - start) / len(items)
             assert gateway.aws.rest_items(table) == 0
             assert gateway.aws.rest_items(table) == len(items)
-            reset_model_data()
             gc.collect()
             packed = (tracemalloc.get_traced_memory()[0] - start) / len(items)
             gateway.aws.rest_items(table, now=True)  # packed and read by nobody: all cold
-            reset_model_data()
             gc.collect()
             cold_bytes = (tracemalloc.get_traced_memory()[0] - start) / len(items)
         finally:
