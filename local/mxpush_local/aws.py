@@ -14,6 +14,7 @@ import importlib.util
 import inspect
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -55,6 +56,17 @@ from mxpush_local.untracked import forget_model_instances
 REGION = "us-east-1"
 # DynamoDB's limit on each expression of a request.
 MAX_EXPRESSION_BYTES = 4096
+# A request's expressions, and the placeholders they name (DynamoDB's tokens: no string
+# literal in an expression can hold one).
+_EXPRESSIONS = (
+    "KeyConditionExpression",
+    "FilterExpression",
+    "ConditionExpression",
+    "UpdateExpression",
+    "ProjectionExpression",
+)
+_NAME_PLACEHOLDER = re.compile(r"#[A-Za-z0-9_]+")
+_VALUE_PLACEHOLDER = re.compile(r":[A-Za-z0-9_]+")
 ACCOUNT = "123456789012"
 log = logging.getLogger("mxpush_local")
 
@@ -538,7 +550,7 @@ class LocalAws:
         aws = self
 
         def call_action(handler: Any) -> Any:
-            refusal = _oversized_expression(handler.body)
+            refusal = _refused_request(handler.body)
             if refusal is not None:
                 return refusal
             with lock:
@@ -560,7 +572,7 @@ class LocalAws:
             account=ACCOUNT,
             region=REGION,
             lock=self._dynamodb_lock,
-            refuse=_oversized_expression,
+            refuse=_refused_request,
             after_request=self._journal_write,
         )
         self._in_process_dynamodb.install()
@@ -890,9 +902,11 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} in a DynamoDB result")
 
 
-def _oversized_expression(body: Any) -> tuple[int, dict[str, str], str] | None:
-    """AWS's refusal of a request whose expression passes 4 KB, or None. `body`: the request's
-    JSON, or its parameters parsed already."""
+def _refused_request(body: Any) -> tuple[int, dict[str, str], str] | None:
+    """AWS's refusal of a request moto would run, or None: an expression past 4 KB, or an
+    expression attribute name or value no expression of the request uses (DynamoDB refuses
+    those in every operation; moto only in some, so code that passed here failed on AWS).
+    `body`: the request's JSON, or its parameters parsed already."""
     if isinstance(body, dict):
         request: Any = body
     else:
@@ -900,14 +914,55 @@ def _oversized_expression(body: Any) -> tuple[int, dict[str, str], str] | None:
             request = json.loads(body or "{}")
         except (TypeError, ValueError):
             return None
+    if not isinstance(request, dict):
+        return None
+    error = _oversized_expression(request)
+    for part in _expression_parts(request):
+        if error is not None:
+            break
+        error = _unused_placeholder(part)
+    if error is None:
+        return None
+    return error.code, {"Content-Type": "application/x-amz-json-1.0"}, error.description
+
+
+def _oversized_expression(request: dict[str, Any]) -> MockValidationException | None:
     for key in ("UpdateExpression", "ConditionExpression", "KeyConditionExpression"):
-        expression = request.get(key) if isinstance(request, dict) else None
+        expression = request.get(key)
         if isinstance(expression, str) and len(expression.encode()) > MAX_EXPRESSION_BYTES:
-            error = MockValidationException(
+            return MockValidationException(
                 f"Invalid {key}: Expression size has exceeded the maximum allowed size; "
                 f"expression size: {len(expression.encode())}"
             )
-            return error.code, {"Content-Type": "application/x-amz-json-1.0"}, error.description
+    return None
+
+
+def _expression_parts(request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Each part of a request with its own expressions and placeholders: the request, each
+    action of a transaction, each table of a BatchGetItem."""
+    yield request
+    for action in request.get("TransactItems") or ():
+        if isinstance(action, dict):
+            yield from (part for part in action.values() if isinstance(part, dict))
+    requested = request.get("RequestItems")
+    if isinstance(requested, dict):
+        yield from (part for part in requested.values() if isinstance(part, dict))
+
+
+def _unused_placeholder(part: dict[str, Any]) -> MockValidationException | None:
+    used = " ".join(
+        expression for key in _EXPRESSIONS if isinstance(expression := part.get(key), str)
+    )
+    for kind, pattern in (("Names", _NAME_PLACEHOLDER), ("Values", _VALUE_PLACEHOLDER)):
+        given = part.get(f"ExpressionAttribute{kind}")
+        if not isinstance(given, dict) or not given:
+            continue
+        unused = sorted(set(given) - set(pattern.findall(used)))
+        if unused:
+            return MockValidationException(
+                f"Value provided in ExpressionAttribute{kind} unused in expressions: "
+                f"keys: {{{', '.join(unused)}}}"
+            )
     return None
 
 

@@ -433,6 +433,84 @@ def test_errors_answer_as_moto_would(gateway: LocalGateway, dynamodb: Any) -> No
     ]
 
 
+def test_unused_expression_placeholders_are_refused_as_dynamodb_does(
+    gateway: LocalGateway, dynamodb: Any
+) -> None:
+    """DynamoDB refuses a name or value no expression of the request uses, in every operation;
+    moto only in some (a Query with an unused value would pass here and fail on AWS). The suite's
+    every request passes this check."""
+    table = gateway.aws.table_name
+    rid = f"test-unused-{uuid.uuid4().hex}"
+    key = {"rid": {"S": rid}, "sk": {"S": "a"}}
+    dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "1"}})
+    n1, n2 = {"N": "1"}, {"N": "2"}
+    refused = {
+        "Query, a value": lambda: dynamodb.query(
+            TableName=table,
+            KeyConditionExpression="rid = :r",
+            ExpressionAttributeValues={":r": {"S": rid}, ":spare": n1},
+        ),
+        "Query, a name": lambda: dynamodb.query(
+            TableName=table,
+            KeyConditionExpression="rid = :r",
+            FilterExpression="v = :v",
+            ExpressionAttributeNames={"#v": "v"},
+            ExpressionAttributeValues={":r": {"S": rid}, ":v": n1},
+        ),
+        "PutItem": lambda: dynamodb.put_item(
+            TableName=table,
+            Item={**key, "v": n2},
+            ConditionExpression="attribute_exists(rid)",
+            ExpressionAttributeValues={":v": n1},
+        ),
+        "DeleteItem": lambda: dynamodb.delete_item(
+            TableName=table,
+            Key=key,
+            ConditionExpression="v = :v",
+            ExpressionAttributeValues={":v": n1, ":w": n2},
+        ),
+        "a transaction's condition check": lambda: dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "ConditionCheck": {
+                        "TableName": table,
+                        "Key": key,
+                        "ConditionExpression": "attribute_exists(rid)",
+                        "ExpressionAttributeValues": {":v": n1},
+                    }
+                },
+                {"Put": {"TableName": table, "Item": {**key, "v": n2}}},
+            ]
+        ),
+        "BatchGetItem": lambda: dynamodb.batch_get_item(
+            RequestItems={
+                table: {
+                    "Keys": [key],
+                    "ProjectionExpression": "v",
+                    "ExpressionAttributeNames": {"#v": "v"},
+                }
+            }
+        ),
+    }
+    for case, request in refused.items():
+        with pytest.raises(ClientError) as caught:
+            request()
+        error = caught.value.response["Error"]
+        assert error["Code"] == "ValidationException", case
+        assert "unused in expressions" in error["Message"], case
+    # Nothing changed; the same requests with every placeholder used are answered.
+    item = dynamodb.get_item(TableName=table, Key=key)["Item"]
+    assert item["v"] == n1
+    found = dynamodb.query(
+        TableName=table,
+        KeyConditionExpression="#r = :r",
+        FilterExpression="v = :v",
+        ExpressionAttributeNames={"#r": "rid"},
+        ExpressionAttributeValues={":r": {"S": rid}, ":v": n1},
+    )
+    assert found["Count"] == 1
+
+
 def test_a_released_execution_is_gone_and_its_name_stays_taken(
     gateway: LocalGateway, sfn: Any
 ) -> None:
