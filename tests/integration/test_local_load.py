@@ -444,7 +444,7 @@ def test_unused_expression_placeholders_are_refused_as_dynamodb_does(
     key = {"rid": {"S": rid}, "sk": {"S": "a"}}
     dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "1"}})
     n1, n2 = {"N": "1"}, {"N": "2"}
-    refused = {
+    refused: dict[str, Callable[[], Any]] = {
         "Query, a value": lambda: dynamodb.query(
             TableName=table,
             KeyConditionExpression="rid = :r",
