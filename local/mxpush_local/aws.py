@@ -905,7 +905,7 @@ def _json_value(value: Any) -> Any:
 def _refused_request(body: Any) -> tuple[int, dict[str, str], str] | None:
     """AWS's refusal of a request moto would run, or None: an expression past 4 KB, or an
     expression attribute name or value no expression of the request uses (DynamoDB refuses
-    those in every operation; moto only in some, so code that passed here failed on AWS).
+    those in every operation; moto only in some, so such code would pass here and fail on AWS).
     `body`: the request's JSON, or its parameters parsed already."""
     if isinstance(body, dict):
         request: Any = body
