@@ -78,8 +78,8 @@ ON_FAILURE_DESTINATION = "RecordOutcomeFunction"
 # Finished executions (and their histories) are dropped from moto this long after they end:
 # moto keeps every one forever, and each StartExecution and lookup walks them all. Recent ones
 # stay for tests that read a history. Their names stay taken, as Step Functions keeps them.
-# (Each holds its history and environment: releasing 50 frees ~450,000 objects. At 50
-# notifications/s, the more of them are kept, the higher the peaks RSS keeps.)
+# (Each holds its history and environment: at 50 notifications/s, the more of them are kept,
+# the higher the peaks RSS keeps.)
 KEEP_FINISHED_EXECUTIONS_SECONDS = 30.0
 RELEASE_EVERY_SECONDS = 10.0
 KEPT_LAMBDA_INVOCATIONS = 1000
@@ -916,11 +916,9 @@ def _refused_request(body: Any) -> tuple[int, dict[str, str], str] | None:
             return None
     if not isinstance(request, dict):
         return None
-    error = _oversized_expression(request)
-    for part in _expression_parts(request):
-        if error is not None:
-            break
-        error = _unused_placeholder(part)
+    error = _oversized_expression(request) or next(
+        filter(None, map(_unused_placeholder, _expression_parts(request))), None
+    )
     if error is None:
         return None
     return error.code, {"Content-Type": "application/x-amz-json-1.0"}, error.description

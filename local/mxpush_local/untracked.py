@@ -20,17 +20,13 @@ class Untracked(list[Any]):
         return None
 
 
-def forget_model_instances() -> int:
+def forget_model_instances() -> None:
     """Give every moto model class defined so far a list that keeps nothing (classes moto
-    defines later - it imports a service's models on first use - get theirs at the next call);
-    return how many objects the old lists held."""
-    dropped = 0
+    defines later - it imports a service's models on first use - get theirs at the next call)."""
     pending: list[type] = [BaseModel]
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
         tracked = vars(cls).get("instances_tracked")
         if tracked is not None and not isinstance(tracked, Untracked):
-            dropped += len(tracked)
             cls.instances_tracked = Untracked()  # type: ignore[attr-defined]
-    return dropped
